@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file(), (
+        f"the MNIST subset is expected at {SHARED_DATA}"
+    )
+    return SHARED_DATA
+
+
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write uint8 images [N, 28, 28] and labels [N] in the IDX format torchvision reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = images.shape[0]
+    with open(folder / f"{prefix}-images-idx3-ubyte", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, n, 28, 28))
+        f.write(images.astype(np.uint8).tobytes())
+    with open(folder / f"{prefix}-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">II", 2049, n))
+        f.write(labels.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path: Path) -> Path:
+    """A 64/32-image MNIST-layout dataset with known pixel values under tmp_path."""
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "MNIST" / "raw"
+    for prefix, n in (("train", 64), ("t10k", 32)):
+        write_idx(raw, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

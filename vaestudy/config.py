@@ -1,0 +1,198 @@
+"""Run configuration: the `data`, `model`, `objective`, `train` sections, validated by pydantic.
+
+A training config is a YAML mapping with those four sections. A study file has the same four
+sections (the trial template) plus a `study` section (see `vaestudy.study.spec`). Every key has a
+default except where noted, unknown keys are rejected, and errors name the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vaestudy.errors import ConfigError
+from vaestudy.objectives.configs import ElboConfig, ObjectiveConfig, objective_names
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """Which dataset, where it lives, and how pixels are modelled.
+
+    `pixels`: `bernoulli` treats [0,1] intensities as Bernoulli means (the seeds' BCE loss);
+    `binarized` samples x ~ Bernoulli(intensity) afresh for every training batch (dynamic
+    binarisation; the test split is binarised once with `seed`); `gaussian` uses
+    N(x; sigmoid(logits), gaussian_sigma²) per pixel.
+    """
+
+    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
+    root: str = "data"
+    download: bool = False
+    pixels: Literal["bernoulli", "binarized", "gaussian"] = "binarized"
+    gaussian_sigma: float = Field(0.1, gt=0)
+    train_limit: int | None = Field(None, gt=0, description="use only the first N training images")
+    test_limit: int | None = Field(None, gt=0, description="use only the first N test images")
+    seed: int = 0
+
+
+class ModelConfig(Section):
+    """Encoder/decoder pair. `conditional` gives the decoder a one-hot label (needed by icvae)."""
+
+    name: Literal["mlp", "conv", "vlae"] = "mlp"
+    latent_dim: int = Field(16, gt=0, description="latent size (per level for vlae)")
+    hidden: int = Field(512, gt=0, description="mlp: first hidden width; vlae: feature width")
+    conditional: bool = False
+
+
+class TrainConfig(Section):
+    """Optimisation settings. A step is one minibatch; `epochs` counts passes over the data."""
+
+    epochs: float = Field(10, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adam", "adamax", "rmsprop", "sgd"] = "adam"
+    betas: tuple[float, float] = (0.9, 0.999)
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = Field(50, gt=0, description="steps between host syncs / trajectory points")
+    eval_every: int = Field(0, ge=0, description="steps between held-out checks (0: each epoch)")
+    iwae_samples: int = Field(100, gt=0)
+    eval_batch_size: int = Field(500, gt=0)
+    compile: bool = False
+    bf16: bool = False
+    max_lambda: float = Field(
+        1e5, gt=0, description="a multiplier above this counts as running away (trial stops)"
+    )
+
+
+class RunConfig(Section):
+    """One training run: what `vaestudy train` reads and what a study trial resolves to."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    objective: ObjectiveConfig = Field(default_factory=ElboConfig)
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> RunConfig:
+        if self.objective.name == "icvae" and not self.model.conditional:
+            raise ValueError(
+                "objective icvae needs a conditional decoder: set model.conditional: true"
+            )
+        if self.model.name == "vlae" and self.model.conditional:
+            raise ValueError("model.conditional is not supported by the vlae ladder")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides and error messages
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML mapping, turning I/O and syntax problems into `ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any, *, create: bool = True) -> None:
+    """Set `tree[a][b][0]...` from `key="a.b.0"`; list elements are addressed by index."""
+    parts = key.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise KeyError(f"{'.'.join(parts[: i + 1])}: no list element {part}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if part not in node:
+                    if not create:
+                        raise KeyError(f"{'.'.join(parts[: i + 1])}: no such key")
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise KeyError(f"{'.'.join(parts[:i])} is a value, not a section")
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """`["train.epochs=1", "objective.epsilon=[80, 5]"]` -> {dotted key: YAML-parsed value}."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=1")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    tree = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        try:
+            set_dotted(tree, key, value)
+        except KeyError as exc:
+            raise ConfigError(f"{source}: --set {key}: {exc.args[0]}") from None
+    return tree
+
+
+def format_validation_error(source: str, exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `file: dotted.key: what was expected (got ...)`."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        # Discriminated unions put the tag (e.g. 'geco') into the location; drop it.
+        if len(loc) >= 2 and loc[0] == "objective" and err.get("type") != "union_tag_invalid":
+            loc = [loc[0], *loc[2:]] if loc[1] in _OBJECTIVE_TAGS else loc
+        key = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in err and err["type"] not in ("missing",):
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def validate_run(raw: dict[str, Any], source: str, prefix: str = "") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc, prefix)) from None
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a training config or a study file (its template) and apply `--set` overrides."""
+    raw = read_yaml(path)
+    raw.pop("study", None)
+    raw = apply_overrides(raw, parse_overrides(overrides), str(path))
+    return validate_run(raw, str(path))
+
+
+_OBJECTIVE_TAGS = set(objective_names())

@@ -1,0 +1,106 @@
+"""The objective interface every training objective implements.
+
+An objective is a small `nn.Module` over tensors: given the model, a batch (x, y) and the step
+counter it returns an `Output` with the loss to minimise and named scalar metrics, all per-example
+means in nats:
+
+- `recon`  = E_q[−log p(x|z)]  (distortion),    `kl` = KL[q(z|x)||p(z)]  (rate),
+- `elbo`   = −(recon + kl),                     `kl/level<i>` for multi-level latents,
+- `coef/<name>` for scheduled or fixed coefficients,
+- `constraint/<name>` (the constrained quantity D), `target/<name>` (its bound ε; the constraint
+  is D <= ε), `constraint_ma/<name>` (moving average of D) and `lambda/<name>` (multiplier).
+
+Constrained objectives also return `constraints = D − ε` (a [K] tensor) that `update()` hands to
+their `Multipliers` after the optimiser step. Nothing here touches Ray, MLflow or the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from vaestudy.divergences import gaussian_kl, mc_kl
+from vaestudy.likelihoods import NegLogLik
+from vaestudy.models import VAE
+from vaestudy.multipliers import Multipliers
+from vaestudy.objectives.configs import MultiplierConfig
+
+
+@dataclass
+class Output:
+    loss: Tensor
+    metrics: dict[str, Tensor]
+    constraints: Tensor | None = field(default=None)
+
+
+@dataclass
+class Pass:
+    """One reparameterised pass x -> q(z|x) -> z -> p(x|z); per-example tensors."""
+
+    mu: Tensor
+    logvar: Tensor
+    z: Tensor
+    eps: Tensor
+    logits: Tensor
+    recon: Tensor  # [B] −log p(x|z), nats
+    kl_dims: Tensor  # [B, D] per-dimension KL (analytic or one-sample)
+
+    @property
+    def kl(self) -> Tensor:
+        return self.kl_dims.sum(1)
+
+
+class Objective(nn.Module):
+    """Base class: the shared forward pass, the ELBO metrics and the multiplier bookkeeping."""
+
+    constraint_names: tuple[str, ...] = ()
+
+    def __init__(self, cfg, nll: NegLogLik) -> None:  # cfg: one of objectives.configs
+        super().__init__()
+        self.cfg = cfg
+        self.nll = nll
+        self.multipliers: Multipliers | None = None
+
+    def make_multipliers(self, cfg: MultiplierConfig) -> None:
+        self.multipliers = Multipliers(list(self.constraint_names), cfg)
+
+    def vae_pass(self, model: VAE, x: Tensor, y: Tensor | None) -> Pass:
+        mu, logvar = model.encode(x)
+        mu, logvar = mu.float(), logvar.float()
+        eps = torch.randn_like(mu)
+        z = mu + (0.5 * logvar).exp() * eps
+        logits = model.decode(z, y).float()
+        recon = self.nll(logits, x)
+        kl_dims = mc_kl(z, eps, logvar) if self.cfg.kl == "mc" else gaussian_kl(mu, logvar)
+        return Pass(mu, logvar, z, eps, logits, recon, kl_dims)
+
+    @staticmethod
+    def elbo_metrics(p: Pass, levels: list[int]) -> dict[str, Tensor]:
+        recon, kl = p.recon.mean(), p.kl.mean()
+        metrics = {"kl": kl, "recon": recon, "elbo": -(recon + kl)}
+        if len(levels) > 1:
+            per_level = p.kl_dims.mean(0).split(levels)
+            metrics.update({f"kl/level{i + 1}": k.sum() for i, k in enumerate(per_level)})
+        return metrics
+
+    def constraint_metrics(self, values: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Metrics for constraints values[i] <= targets[i], with λ and the moving average."""
+        assert self.multipliers is not None
+        ema = self.multipliers.next_ema(values - targets) + targets
+        out: dict[str, Tensor] = {}
+        for i, name in enumerate(self.constraint_names):
+            out[f"constraint/{name}"] = values[i]
+            out[f"target/{name}"] = targets[i]
+            out[f"constraint_ma/{name}"] = ema[i]
+            out[f"lambda/{name}"] = self.multipliers.value[i]
+        return out
+
+    def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
+        raise NotImplementedError
+
+    def update(self, out: Output) -> None:
+        """Move the multipliers after the optimiser step (on the device, no host sync)."""
+        if self.multipliers is not None and out.constraints is not None:
+            self.multipliers.update(out.constraints)

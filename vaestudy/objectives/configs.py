@@ -1,0 +1,151 @@
+"""Pydantic configs of the objectives, one class per objective, selected by `name`.
+
+Units: every target is in nats per example (or, for MMD, the scaled MMD value), the same unit
+as the metric it bounds. Every constraint reads "quantity <= target".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScheduleConfig(_Cfg):
+    """KL coefficient schedule over optimisation steps (see `vaestudy.objectives.schedules`)."""
+
+    kind: Literal["constant", "linear", "sigmoid", "cyclical"] = "linear"
+    steps: int = Field(10_000, gt=0, description="warm-up length, or cycle length for cyclical")
+    start: float = Field(0.0, ge=0)
+    end: float = Field(1.0, ge=0)
+    ratio: float = Field(0.5, gt=0, le=1, description="cyclical: fraction of a cycle spent rising")
+    steepness: float = Field(10.0, gt=0, description="sigmoid: slope over the warm-up window")
+
+
+class MultiplierConfig(_Cfg):
+    """Lagrange multipliers λ >= 0, one per constraint (see `vaestudy.multipliers`).
+
+    `update`: `gradient` is projected gradient ascent on the Lagrangian (∂L/∂λ = D − ε) with
+    `optimizer` at `lr`; `geco` is λ <- λ·exp(lr·C_ma) with C_ma the moving average (coefficient
+    `ema`) of D − ε; `frozen` keeps λ at `init`. After each update λ is clipped to [min, max].
+    """
+
+    init: float | list[float] = 1.0
+    update: Literal["gradient", "geco", "frozen"] = "gradient"
+    optimizer: Literal["sgd", "rmsprop", "adam"] = "rmsprop"
+    lr: float = Field(1e-4, gt=0)
+    ema: float = Field(0.99, ge=0, lt=1)
+    min: float = Field(1e-3, ge=0)
+    max: float = Field(100.0, gt=0)
+    warmup_steps: int = Field(0, ge=0, description="steps before λ starts to move")
+
+    @model_validator(mode="after")
+    def _check(self) -> MultiplierConfig:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        inits = self.init if isinstance(self.init, list) else [self.init]
+        if any(v < 0 for v in inits):
+            raise ValueError(f"init must be >= 0 (multipliers are non-negative), got {self.init}")
+        return self
+
+
+class _Base(_Cfg):
+    kl: Literal["analytic", "mc"] = Field(
+        "analytic", description="KL[q(z|x)||p(z)] in closed form or as a one-sample estimate"
+    )
+
+
+class ElboConfig(_Base):
+    """Plain ELBO (Kingma & Welling 2014)."""
+
+    name: Literal["elbo"] = "elbo"
+
+
+class BetaVaeConfig(_Base):
+    """β-VAE (Higgins et al. 2017): recon + β·KL."""
+
+    name: Literal["beta_vae"] = "beta_vae"
+    beta: float = Field(4.0, ge=0)
+
+
+class KlAnnealingConfig(_Base):
+    """recon + β(t)·KL with β(t) from `schedule` (Bowman et al. 2016; Fu et al. 2019)."""
+
+    name: Literal["kl_annealing"] = "kl_annealing"
+    schedule: ScheduleConfig = ScheduleConfig()
+
+
+class GecoConfig(_Base):
+    """GECO (Rezende & Viola 2018): min KL s.t. recon NLL <= kappa (nats per example)."""
+
+    name: Literal["geco"] = "geco"
+    kappa: float = Field(90.0, gt=0, description="target for -log p(x|z), nats per example")
+    multiplier: MultiplierConfig = MultiplierConfig(
+        init=1.0, update="geco", lr=1e-3, min=1e-6, max=1e6
+    )
+
+
+class LagVaeConfig(_Base):
+    """Lagrangian VAE (Zhao, Song, Ermon 2018): constraints -ELBO <= ε1, scaled MMD <= ε2."""
+
+    name: Literal["lagvae"] = "lagvae"
+    kl: Literal["analytic", "mc"] = "mc"
+    mi: float = 1.0
+    epsilon: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (86.0, 5.0)
+    mmd_scale: float = Field(1e4, gt=0)
+    multiplier: MultiplierConfig = MultiplierConfig(
+        init=[1.0, 1.0], update="gradient", optimizer="rmsprop", lr=1e-4, min=1e-3, max=100.0
+    )
+
+
+class InfoVaeConfig(LagVaeConfig):
+    """InfoVAE (Zhao, Song, Ermon 2017/2018): the Lagrangian VAE loss with λ frozen."""
+
+    name: Literal["infovae"] = "infovae"  # type: ignore[assignment]
+    multiplier: MultiplierConfig = MultiplierConfig(init=[1.0, 1.0], update="frozen")
+
+    @model_validator(mode="after")
+    def _frozen(self) -> InfoVaeConfig:
+        if self.multiplier.update != "frozen":
+            raise ValueError("infovae keeps λ fixed: multiplier.update must be 'frozen'")
+        return self
+
+
+class IcVaeConfig(_Base):
+    """Invariant conditional VAE (Moyer et al. 2018).
+
+    λ (`multiplier.init`) weighs the invariance term; with `epsilon` set and a non-frozen update
+    it becomes a multiplier of the constraint KL[q(z|x)||q(z)] <= epsilon (nats per example).
+    """
+
+    name: Literal["icvae"] = "icvae"
+    beta: float = Field(1.0, ge=0)
+    epsilon: float | None = Field(None, ge=0)
+    multiplier: MultiplierConfig = MultiplierConfig(init=1.0, update="frozen")
+
+    @model_validator(mode="after")
+    def _needs_target(self) -> IcVaeConfig:
+        if self.multiplier.update != "frozen" and self.epsilon is None:
+            raise ValueError("a learned λ needs a constraint target: set epsilon")
+        return self
+
+
+ObjectiveConfig = Annotated[
+    ElboConfig
+    | BetaVaeConfig
+    | KlAnnealingConfig
+    | GecoConfig
+    | LagVaeConfig
+    | InfoVaeConfig
+    | IcVaeConfig,
+    Field(discriminator="name"),
+]
+
+
+def objective_names() -> list[str]:
+    union = get_args(ObjectiveConfig)[0]
+    return [get_args(cls.model_fields["name"].annotation)[0] for cls in get_args(union)]

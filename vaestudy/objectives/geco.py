@@ -1,0 +1,38 @@
+"""GECO (Rezende & Viola 2018, "Taming VAEs", arXiv:1810.00597, Alg. 1).
+
+    minimise  KL[q(z|x)||p(z)]  subject to  E[−log p(x|z)] <= κ     (nats per example)
+
+Lagrangian KL + λ·C with C = recon − κ. The loss uses the straight-through constraint
+C + stopgrad(C_ma − C) (its value is the moving average, its gradient that of C) and λ follows
+λ <- λ·exp(ν·C_ma) (`multiplier.update: geco`, ν = `multiplier.lr`). With `multiplier.update:
+gradient` it is the DeepMind tutorial's variant (λ by gradient ascent, reconstruction target
+α = −κ on E[log p(x|z)]).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vaestudy.models import VAE
+from vaestudy.objectives.base import Objective, Output
+
+
+class Geco(Objective):
+    constraint_names = ("recon",)
+
+    def __init__(self, cfg, nll) -> None:
+        super().__init__(cfg, nll)
+        self.make_multipliers(cfg.multiplier)
+
+    def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
+        assert self.multipliers is not None
+        p = self.vae_pass(model, x, y)
+        metrics = self.elbo_metrics(p, model.levels)
+        values = metrics["recon"].reshape(1)
+        targets = torch.full_like(values, self.cfg.kappa)
+        c = values - targets
+        lam = self.multipliers.value.detach()
+        loss = metrics["kl"] + (lam * self.multipliers.straight_through(c)).sum()
+        metrics.update(self.constraint_metrics(values, targets))
+        return Output(loss, metrics, constraints=c.detach())

@@ -1,0 +1,46 @@
+"""Invariant conditional VAE (Moyer, Gao, Brekelmans, Ver Steeg, Galstyan 2018, "Invariant
+Representations without Adversarial Training", NeurIPS).
+
+The decoder sees z and a one-hot label c. Per example, in nats:
+
+    (1 + λ)·E[−log p(x|z,c)] + β·KL[q(z|x)||p(z)] + λ·KL[q(z|x)||q(z)]
+
+The last term is bounded by the batch's mean pairwise Gaussian KL (1/B)Σ_j KL[q(z|x_i)||q(z|x_j)]
+(`divergences.marginal_kl_bound`; the corrected form, without the first preprint's extra term).
+λ is fixed (`multiplier.update: frozen`) unless `epsilon` is set: then it is the multiplier of
+KL[q(z|x)||q(z)] <= epsilon and moves by the configured rule.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vaestudy.divergences import marginal_kl_bound
+from vaestudy.models import VAE
+from vaestudy.objectives.base import Objective, Output
+
+
+class InvariantCvae(Objective):
+    constraint_names = ("invariance",)
+
+    def __init__(self, cfg, nll) -> None:
+        super().__init__(cfg, nll)
+        self.make_multipliers(cfg.multiplier)
+
+    def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
+        assert self.multipliers is not None
+        p = self.vae_pass(model, x, y)
+        metrics = self.elbo_metrics(p, model.levels)
+        marginal = marginal_kl_bound(p.mu, p.logvar).mean()
+        lam = self.multipliers.value.detach()[0]
+        loss = (1 + lam) * metrics["recon"] + self.cfg.beta * metrics["kl"] + lam * marginal
+        metrics["kl_marginal"] = marginal
+        metrics["coef/beta"] = torch.tensor(self.cfg.beta, device=marginal.device)
+        metrics["lambda/invariance"] = self.multipliers.value[0]
+        if self.cfg.epsilon is None:
+            return Output(loss, metrics)
+        values = marginal.reshape(1)
+        targets = torch.full_like(values, self.cfg.epsilon)
+        metrics.update(self.constraint_metrics(values, targets))
+        return Output(loss, metrics, constraints=(values - targets).detach())

@@ -1,0 +1,46 @@
+"""Terminal progress for single runs: one line per logging interval, a table of test metrics."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from vaestudy.config import RunConfig
+from vaestudy.trainer import Trainer, TrainResult
+
+console = Console(highlight=False, soft_wrap=True)
+_SHOWN = ("loss", "recon", "kl", "elbo")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def train_with_progress(cfg: RunConfig) -> TrainResult:
+    trainer = Trainer(cfg)
+    console.print(
+        f"[bold]{cfg.objective.name}[/] on {cfg.data.dataset} ({trainer.data.n_train} images), "
+        f"model {cfg.model.name}, device {trainer.device}, {trainer.total_steps} steps"
+    )
+    start = time.perf_counter()
+
+    def on_log(row: dict[str, float]) -> None:
+        shown = [k for k in row if k in _SHOWN or k.startswith(("lambda/", "constraint/", "coef/"))]
+        rate = row["step"] / (time.perf_counter() - start)
+        parts = "  ".join(f"{k} {_fmt(row[k])}" for k in shown)
+        console.print(
+            f"step {int(row['step']):>6}/{trainer.total_steps}  {parts}  ({rate:.0f} steps/s)"
+        )
+
+    return trainer.fit(on_log=on_log)
+
+
+def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    table = Table(title=f"{title} metrics (nats per example)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        table.add_row(key, _fmt(metrics[key]))
+    console.print(table)

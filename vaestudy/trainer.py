@@ -1,0 +1,192 @@
+"""GPU-resident training of one objective on one device.
+
+The data sit on the device (`vaestudy.data`); each step slices an on-device permutation, runs the
+objective, steps the optimiser and the objective's multipliers, and adds the step's metrics to a
+running sum on the device. The host reads that sum only every `log_every` steps (one sync per
+interval), which gives one trajectory point: the interval's mean of every metric. Divergence (a
+non-finite metric, or a multiplier above `train.max_lambda`) is detected at those points.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vaestudy.config import RunConfig
+from vaestudy.data import DeviceData, load_data
+from vaestudy.evaluation import evaluate
+from vaestudy.likelihoods import make_nll
+from vaestudy.models import build_model
+from vaestudy.objectives.registry import build_objective
+
+_OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamax": torch.optim.Adamax,
+    "rmsprop": torch.optim.RMSprop,
+    "sgd": torch.optim.SGD,
+}
+
+LogCallback = Callable[[dict[str, float]], None]
+EvalCallback = Callable[[int, dict[str, float]], None]
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite value or a runaway multiplier."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        super().__init__(f"diverged at step {step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    test: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+
+
+class Trainer:
+    """Owns the device-resident data, model, objective and optimiser of one run."""
+
+    def __init__(self, cfg: RunConfig, data: DeviceData | None = None) -> None:
+        self.cfg = cfg
+        tc = cfg.train
+        self.device = resolve_device(tc.device)
+        torch.manual_seed(tc.seed)
+        self.data = data if data is not None else load_data(cfg.data, self.device)
+        self.model = build_model(cfg.model, self.data.n_classes).to(self.device)
+        self.objective = build_objective(cfg.objective, make_nll(cfg.data)).to(self.device)
+        kwargs: dict[str, Any] = {"lr": tc.lr}
+        if tc.optimizer in ("adam", "adamax"):
+            kwargs["betas"] = tc.betas
+        self.optimizer = _OPTIMIZERS[tc.optimizer](self.model.parameters(), **kwargs)
+        self.generator = torch.Generator(device=self.device).manual_seed(tc.seed)
+        self.step_t = torch.zeros((), dtype=torch.long, device=self.device)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.steps_per_epoch = max(1, self.data.n_train // tc.batch_size)
+        self.total_steps = max(1, round(tc.epochs * self.steps_per_epoch))
+        self._forward = self._loss_and_metrics
+        if tc.compile:
+            self._forward = torch.compile(self._loss_and_metrics)
+        self._autocast = tc.bf16 and self.device.type == "cuda"
+
+    # -- the hot loop --------------------------------------------------------------------------
+
+    def _loss_and_metrics(self, x: Tensor, y: Tensor | None):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            return self.objective(self.model, x, y, self.step_t)
+
+    def _train_step(self, idx: Tensor) -> tuple[Tensor, list[str]]:
+        x, y = self.data.batch(idx, self.generator)
+        out = self._forward(x, y if self.model.n_classes else None)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.optimizer.step()
+        self.objective.update(out)
+        self.step_t += 1
+        keys = ["loss", *out.metrics]
+        values = torch.stack([out.loss.detach(), *out.metrics.values()]).detach().float()
+        return values, keys
+
+    def fit(
+        self, on_log: LogCallback | None = None, on_eval: EvalCallback | None = None
+    ) -> TrainResult:
+        """Train to `total_steps` (continuing from a restored state), then evaluate fully."""
+        tc = self.cfg.train
+        eval_every = tc.eval_every or self.steps_per_epoch
+        self.model.train()
+        self.objective.train()
+        acc: Tensor | None = None
+        keys: list[str] = []
+        window = 0
+        perm = self._permutation()
+        while self.step < self.total_steps:
+            pos = self.step % self.steps_per_epoch
+            if pos == 0 and self.step > 0:
+                perm = self._permutation()
+            idx = perm[pos * tc.batch_size : (pos + 1) * tc.batch_size]
+            values, keys = self._train_step(idx)
+            acc = values if acc is None else acc + values
+            window += 1
+            self.step += 1
+            if self.step % tc.log_every == 0 or self.step == self.total_steps:
+                row = self._log_row(keys, acc / window)
+                acc, window = None, 0
+                if on_log:
+                    on_log(row)
+            if on_eval and (self.step % eval_every == 0) and self.step < self.total_steps:
+                on_eval(self.step, self.evaluate(full=False))
+        return TrainResult(list(self.history), self.evaluate(full=True), self.step)
+
+    def _permutation(self) -> Tensor:
+        # One permutation per epoch, drawn from the run's generator so restarts reproduce it.
+        epoch_gen = torch.Generator(device=self.device)
+        epoch_gen.manual_seed(self.cfg.train.seed * 1_000_003 + self.step // self.steps_per_epoch)
+        return torch.randperm(self.data.n_train, generator=epoch_gen, device=self.device)
+
+    def _log_row(self, keys: list[str], means: Tensor) -> dict[str, float]:
+        host = means.tolist()  # the one host sync per interval
+        row = {"step": float(self.step), "epoch": self.step / self.steps_per_epoch}
+        row.update(zip(keys, host, strict=True))
+        self.history.append(row)
+        bad = [k for k, v in zip(keys, host, strict=True) if not math.isfinite(v)]
+        if bad:
+            raise Diverged(self.step, f"non-finite {', '.join(bad)}")
+        runaway = [
+            k for k in keys if k.startswith("lambda/") and row[k] > self.cfg.train.max_lambda
+        ]
+        if runaway:
+            raise Diverged(
+                self.step, f"multiplier {runaway[0]} = {row[runaway[0]]:.3g} > train.max_lambda"
+            )
+        return row
+
+    def evaluate(self, full: bool = True) -> dict[str, float]:
+        return evaluate(
+            self.model, self.objective, self.data, self.cfg.train, self.step_t, full=full
+        )
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.step_t.fill_(self.step)
+        self.history = list(state["history"])
+
+    def save_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        return buf.getvalue()
+
+    def load_bytes(self, blob: bytes) -> None:
+        self.load_state_dict(
+            torch.load(io.BytesIO(blob), map_location=self.device, weights_only=False)
+        )
