@@ -23,6 +23,73 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from vaestudy.study.spec import load_study
+
+    study = load_study(args.study, args.set)
+    spec = study.spec
+    print(
+        f"{args.study}: study {spec.name!r} is valid: {spec.num_trials} trials, "
+        f"{len(study.distributions)} searched keys ({', '.join(study.distributions)}), "
+        f"metric {spec.metric} ({spec.mode}), sampler {spec.sampler.kind}"
+    )
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vaestudy.study.runner import run_study
+    from vaestudy.study.spec import load_study
+
+    overrides = list(args.set or [])
+    if args.trials is not None:
+        overrides.append(f"study.num_trials={args.trials}")
+    study = load_study(args.study, overrides)
+    outcome = run_study(
+        study,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        resume=args.resume,
+        storage_path=args.storage_path,
+    )
+    state = "interrupted" if outcome.interrupted else "done"
+    print(
+        f"study {study.name!r} {state}: {outcome.finished} trials finished, {outcome.failed} "
+        f"failed; MLflow parent run {outcome.parent_run_id} (experiment {study.name!r})"
+    )
+    if outcome.interrupted:
+        print(f"continue it with: vaestudy run {args.study} --resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from vaestudy.tracking import default_store, store_uri
+
+    backend = store_uri(args.tracking_uri)
+    if backend.startswith(("http://", "https://")):
+        print(f"open {backend} in a browser: that server is the UI")
+        return 0
+    artifacts = (default_store() / "artifacts").resolve()
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {backend}); Ctrl-C stops it")
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vaestudy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -31,6 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="YAML config or study file")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
     train.set_defaults(func=_cmd_train)
+
+    validate = sub.add_parser("validate", help="check a study file without running it")
+    validate.add_argument("study")
+    validate.add_argument("--set", action="append", metavar="KEY=VALUE")
+    validate.set_defaults(func=_cmd_validate)
+
+    run = sub.add_parser("run", help="run a study: Ray Tune trials, Optuna search, MLflow runs")
+    run.add_argument("study", help="study YAML file")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
+    run.add_argument("--trials", type=int, help="number of trials (study.num_trials)")
+    run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS or local)")
+    run.add_argument(
+        "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlflow)"
+    )
+    run.add_argument("--storage-path", help="Ray Tune results/checkpoints (default ./ray_results)")
+    run.add_argument("--resume", action="store_true", help="continue the study's last run")
+    run.set_defaults(func=_cmd_run)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on the study store")
+    ui.add_argument("--tracking-uri")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=_cmd_ui)
     return parser
 
 

@@ -1,0 +1,175 @@
+"""Studies end to end: real Ray Tune, real Optuna, a real MLflow server and SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+from vaestudy.cli import main
+from vaestudy.errors import ConfigError
+from vaestudy.study.runner import run_study
+from vaestudy.study.spec import load_study
+from vaestudy.tracking import PARENT, serve
+
+STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+TINY = [
+    "data.train_limit=400",
+    "data.test_limit=100",
+    "train.batch_size=40",
+    "train.epochs=1",
+    "train.log_every=2",
+    "train.iwae_samples=5",
+    "study.resources.cpu=0.5",
+]
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_shipped_study_validates(path):
+    study = load_study(path)
+    assert study.distributions
+    assert study.trial_config({}).objective.name
+
+
+def write_study(tmp_path: Path, shared_data: Path, **study_changes) -> Path:
+    raw = yaml.safe_load((REPO / "studies" / "geco.yaml").read_text())
+    raw["data"]["root"] = str(shared_data)
+    raw["study"].update(study_changes)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"search": {"objective.kapa": {"uniform": [1, 2]}}}, "study.search.objective.kapa"),
+        ({"search": {"objective.kappa": {"uniform": [5, 1]}}}, "low < high"),
+        ({"search": {"objective.kappa": {"uniform": [-5, 1]}}}, "greater than 0"),
+        ({"search": {"objective.kl": {"choice": []}}}, "at least 1 item"),
+        ({"search": {"objective": {"choice": [{"name": "vqvae"}]}}}, "vqvae"),
+        ({"resources": {"gpu": 2}}, "study.resources.gpu"),
+        ({"metric": "test/nonsense"}, "unknown metric"),
+        ({"colour": "blue"}, "study.colour: unknown key"),
+    ],
+)
+def test_bad_study_fails_before_anything_starts(
+    tmp_path, shared_data, capsys, monkeypatch, change, message
+):
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, shared_data, **change)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_study(path)
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err and "Traceback" not in err
+    assert not (tmp_path / "mlflow").exists() and not (tmp_path / "ray_results").exists()
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    with serve(f"sqlite:///{store / 'mlflow.db'}") as uri:
+        yield uri
+
+
+def children(client: MlflowClient, parent_id: str):
+    parent = client.get_run(parent_id)
+    return client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}'"
+    )
+
+
+def steps(client, run_id, key):
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def test_study_on_the_default_local_store(tmp_path, shared_data, monkeypatch, ray_session):
+    """The issue's command, on the default store: ./mlflow (SQLite) served on loopback."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    study = load_study(write_study(tmp_path, shared_data), [*TINY, "study.num_trials=2"])
+    outcome = run_study(study)
+    assert not outcome.interrupted
+    assert (tmp_path / "mlflow" / "mlflow.db").is_file()
+    with serve(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}") as uri:
+        client = MlflowClient(uri)
+        parents = client.search_runs(
+            [client.get_experiment_by_name("geco").experiment_id],
+            filter_string="tags.`vaestudy.kind` = 'study'",
+        )
+        assert [p.info.run_id for p in parents] == [outcome.parent_run_id]
+        kids = children(client, outcome.parent_run_id)
+        assert len(kids) == 2
+        for run in kids:
+            assert run.data.tags["vaestudy.objective"] == "geco"
+            assert run.data.params["objective.name"] == "geco"
+            if run.info.status == "FAILED":  # a diverged trial: reason and step recorded
+                assert "vaestudy.failure_reason" in run.data.tags
+                continue
+            assert run.info.status == "FINISHED"
+            for key in ("train/kl", "train/recon", "train/lambda/recon", "train/constraint/recon"):
+                assert steps(client, run.info.run_id, key) == [2, 4, 6, 8, 10]
+            for key in ("test/iwae_nll", "test/elbo", "test/constraint/recon", "test/active_units"):
+                assert key in run.data.metrics
+            names = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert {"samples.png", "reconstructions.png", "trajectories.png", "model.pt"} <= names
+        assert sum(r.info.status == "FINISHED" for r in kids) >= 1
+
+
+def test_many_concurrent_trials_keep_every_trajectory(
+    tmp_path, shared_data, server, ray_session, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    study = load_study(
+        write_study(tmp_path, shared_data, name="concurrent", max_concurrent=4),
+        [*TINY, "study.num_trials=6", "study.resources.cpu=0.5"],
+    )
+    outcome = run_study(study, tracking_uri=server)
+    client = MlflowClient(server)
+    kids = children(client, outcome.parent_run_id)
+    assert len(kids) == 6
+    for run in kids:
+        if run.info.status == "FINISHED":
+            for key in ("train/kl", "train/recon", "train/lambda/recon", "train/loss"):
+                assert steps(client, run.info.run_id, key) == [2, 4, 6, 8, 10], key
+        else:
+            assert run.info.status == "FAILED" and "vaestudy.failure_reason" in run.data.tags
+    ot = optuna.load_study(
+        study_name=client.get_run(outcome.parent_run_id).data.tags["vaestudy.optuna_study"],
+        storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}",
+    )
+    assert len(ot.trials) == 6 and all(t.state.is_finished() for t in ot.trials)
+
+
+def test_resume_runs_only_the_missing_trials(
+    tmp_path, shared_data, server, ray_session, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, shared_data, name="resumable")
+    first = run_study(load_study(path, [*TINY, "study.num_trials=2"]), tracking_uri=server)
+    client = MlflowClient(server)
+    before = {r.info.run_id: r.info.end_time for r in children(client, first.parent_run_id)}
+    assert len(before) == 2
+    second = run_study(
+        load_study(path, [*TINY, "study.num_trials=3"]), tracking_uri=server, resume=True
+    )
+    assert second.parent_run_id == first.parent_run_id
+    after = children(client, first.parent_run_id)
+    assert len(after) == 3
+    for run in after:  # the finished trials were not run again
+        if run.info.run_id in before:
+            assert run.info.end_time == before[run.info.run_id]

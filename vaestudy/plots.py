@@ -1,0 +1,65 @@
+"""Figures: sample and reconstruction grids (torchvision), trajectory plots (matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import save_image  # noqa: E402
+
+from vaestudy.data import DeviceData  # noqa: E402
+from vaestudy.models import VAE  # noqa: E402
+
+
+@torch.no_grad()
+def save_samples(model: VAE, path: Path, n: int = 64) -> None:
+    """Means of p(x|z) for z ~ N(0, I), in an 8-wide grid (labels cycle for conditional models)."""
+    device = next(model.parameters()).device
+    z = torch.randn(n, model.latent_dim, device=device)
+    y = torch.arange(n, device=device) % model.n_classes if model.n_classes else None
+    save_image(model.decode(z, y).float().sigmoid(), path, nrow=8)
+
+
+@torch.no_grad()
+def save_reconstructions(model: VAE, data: DeviceData, path: Path, n: int = 32) -> None:
+    """Rows alternate: test images, then their reconstructions from the posterior mean."""
+    x, y = data.test_x[:n], data.test_y[:n]
+    mu, _ = model.encode(x)
+    recon = model.decode(mu, y if model.n_classes else None).float().sigmoid()
+    pairs = torch.cat([torch.cat([x[i : i + 8], recon[i : i + 8]]) for i in range(0, n, 8)])
+    save_image(pairs, path, nrow=8)
+
+
+def plot_trajectories(history: list[dict[str, float]], path: Path, title: str = "") -> None:
+    """KL, reconstruction, ELBO, constraints (with targets) and multipliers against the step."""
+    if not history:
+        return
+    steps = [r["step"] for r in history]
+    keys = history[-1].keys()
+    panels = [("nats per example", [k for k in ("kl", "recon") if k in keys]), ("ELBO", ["elbo"])]
+    constraints = [k for k in keys if k.startswith("constraint/")]
+    if constraints:
+        panels.append(("constraints", constraints))
+    lambdas = [k for k in keys if k.startswith("lambda/")]
+    if lambdas:
+        panels.append(("multipliers (log)", lambdas))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (label, names) in zip(axes[0], panels, strict=True):
+        for name in names:
+            ax.plot(steps, [r.get(name, float("nan")) for r in history], label=name)
+            target = name.replace("constraint/", "target/")
+            if target != name and target in keys:
+                ax.axhline(history[-1][target], ls="--", lw=1, color="grey")
+        if label.endswith("(log)"):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(label)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Studies: study files (`spec`), the Optuna search (`search`), trials (`trial`), the runner."""

@@ -1,0 +1,189 @@
+"""The study runner: Ray Tune trials, Optuna search, one MLflow parent run per study.
+
+Data flow: study file -> `Study` (validated) -> tracking session (a loopback MLflow server over
+the local store, or the given server) -> parent run -> Ray Tune `Tuner` with `StudySearch`
+(Optuna, persisted in `mlflow/optuna.db`) -> `run_trial` in each worker -> parent run finished.
+
+Resume: the parent run carries the Tune experiment path and the Optuna study name as tags.
+`resume=True` picks the study's newest parent run, restores the Tune experiment where Ray saved
+its state (`Tuner.restore`, finished trials are not re-run), or else starts only the trials the
+Optuna study still lacks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from vaestudy.errors import UserError
+from vaestudy.study.search import make_search
+from vaestudy.study.spec import Study
+from vaestudy.study.trial import TrialContext, run_trial
+from vaestudy.tracking import (
+    PARENT,
+    TAG_FAILURE,
+    TAG_KIND,
+    TAG_STUDY,
+    close_orphans,
+    default_store,
+    experiment_id,
+    flatten,
+    log_params,
+    tracking_session,
+)
+
+TAG_TUNE_PATH = "vaestudy.tune_path"
+TAG_OPTUNA = "vaestudy.optuna_study"
+
+
+@dataclass
+class StudyOutcome:
+    parent_run_id: str
+    tracking_uri: str
+    finished: int
+    failed: int
+    interrupted: bool
+
+
+def optuna_storage_url() -> str:
+    path = default_store() / "optuna.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def _find_parent(client: MlflowClient, experiment: str, study: str):
+    runs = client.search_runs(
+        [experiment],
+        filter_string=f"tags.{TAG_KIND} = 'study' and tags.{TAG_STUDY} = '{study}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _absolute_data_root(study: Study) -> None:
+    """Trials run in their own directories: make a relative data root absolute here."""
+    root = Path(study.template["data"]["root"])
+    if not root.is_absolute():
+        study.template["data"]["root"] = str(root.resolve())
+
+
+def run_study(
+    study: Study,
+    *,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    storage_path: str | None = None,
+) -> StudyOutcome:
+    _absolute_data_root(study)
+    storage = Path(storage_path or "ray_results").resolve()
+    with tracking_session(tracking_uri) as uri:
+        client = MlflowClient(uri)
+        experiment = experiment_id(client, study.name)
+        assert experiment is not None
+        parent = _find_parent(client, experiment, study.name) if resume else None
+        if resume and parent is None:
+            raise UserError(f"--resume: no earlier run of study {study.name!r} at {uri}")
+        if parent is None:
+            run = client.create_run(
+                experiment,
+                run_name=study.name,
+                tags={TAG_KIND: "study", TAG_STUDY: study.name},
+            )
+            parent_id = run.info.run_id
+            optuna_name = f"{study.name}-{parent_id[:8]}"
+            tune_path = storage / optuna_name
+            client.set_tag(parent_id, TAG_OPTUNA, optuna_name)
+            client.set_tag(parent_id, TAG_TUNE_PATH, str(tune_path))
+            log_params(client, parent_id, flatten(study.spec.model_dump(mode="json"), "study"))
+        else:
+            parent_id = parent.info.run_id
+            optuna_name = parent.data.tags[TAG_OPTUNA]
+            tune_path = Path(parent.data.tags[TAG_TUNE_PATH])
+            client.update_run(parent_id, status="RUNNING")
+
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, logging_level="WARNING")
+        ctx = TrialContext(study, uri, experiment, parent_id)
+        gpu = study.spec.resources.gpu
+        if gpu and not ray.cluster_resources().get("GPU"):
+            print(f"note: the Ray cluster has no GPU; trials run on CPU (study asked gpu={gpu})")
+            gpu = 0
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, ctx=ctx), {"cpu": study.spec.resources.cpu, "gpu": gpu}
+        )
+        try:
+            if resume and tune.Tuner.can_restore(str(tune_path)):
+                # Finish the trials the interrupted experiment had started (from checkpoints).
+                tune.Tuner.restore(str(tune_path), trainable, resume_errored=True).fit()
+                tune_path = tune_path.with_name(f"{tune_path.name}-resumed-{_now()}")
+            if _remaining_trials(study, optuna_name) > 0:
+                client.set_tag(parent_id, TAG_TUNE_PATH, str(tune_path))
+                _new_tuner(study, trainable, optuna_name, tune_path).fit()
+        except KeyboardInterrupt:
+            pass  # Tune saved its state; the checks below record what is left to do
+        interrupted = _remaining_trials(study, optuna_name) > 0
+        orphans = close_orphans(client, experiment, parent_id, "trial process ended unclosed")
+        finished, failed = _count_children(client, experiment, parent_id)
+        if orphans:
+            client.set_tag(parent_id, "vaestudy.orphans_closed", str(orphans))
+        status = "KILLED" if interrupted else "FINISHED"
+        client.set_terminated(parent_id, status=status)
+        return StudyOutcome(parent_id, uri, finished, failed, interrupted)
+
+
+def _now() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _remaining_trials(study: Study, optuna_name: str) -> int:
+    try:
+        existing = optuna.load_study(study_name=optuna_name, storage=optuna_storage_url())
+    except KeyError:
+        return study.spec.num_trials
+    done = [t for t in existing.trials if t.state.is_finished()]
+    return max(0, study.spec.num_trials - len(done))
+
+
+def _new_tuner(study: Study, trainable, optuna_name: str, tune_path: Path) -> tune.Tuner:
+    spec = study.spec
+    search = make_search(study, optuna_storage_url(), optuna_name)
+    scheduler = None
+    if spec.scheduler is not None:
+        scheduler = ASHAScheduler(
+            metric=spec.metrics[0],
+            mode=spec.modes[0],
+            grace_period=spec.scheduler.grace_period,
+            reduction_factor=spec.scheduler.reduction_factor,
+        )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=search,
+            scheduler=scheduler,
+            num_samples=_remaining_trials(study, optuna_name),
+            max_concurrent_trials=spec.max_concurrent,
+        ),
+        run_config=tune.RunConfig(
+            name=tune_path.name,
+            storage_path=str(tune_path.parent),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1,
+        ),
+    )
+
+
+def _count_children(client: MlflowClient, experiment: str, parent_id: str) -> tuple[int, int]:
+    runs = client.search_runs([experiment], filter_string=f"tags.`{PARENT}` = '{parent_id}'")
+    finished = sum(r.info.status == "FINISHED" for r in runs)
+    failed = sum(r.info.status == "FAILED" or TAG_FAILURE in r.data.tags for r in runs)
+    return finished, failed

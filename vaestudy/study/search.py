@@ -1,0 +1,93 @@
+"""The Optuna side of a study: the define-by-run search space, samplers, and `StudySearch`.
+
+`StudySearch` is Ray Tune's `OptunaSearch` with one change: a trial that reports
+`vaestudy/diverged` is told to Optuna as FAILED instead of COMPLETE, so a diverged trial never
+counts as a (fake) objective value and never stays RUNNING in the Optuna study. This reads
+OptunaSearch's private `_ot_trials`, `_ot_study` and `_completed_trials`; ray is pinned to
+2.60.0 and `tests/test_study.py` covers it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from vaestudy.study.spec import Choice, IntRange, LogUniform, SamplerSpec, Study, Uniform
+
+DIVERGED = "vaestudy/diverged"
+
+
+def _is_primitive(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def choice_label(index: int, value: Any) -> Any:
+    """What Optuna sees for a choice: the value itself if primitive, else a readable label."""
+    if _is_primitive(value):
+        return value
+    if isinstance(value, dict) and "name" in value:
+        return f"{index}:{value['name']}"
+    return f"{index}"
+
+
+class SearchSpace:
+    """Define-by-run space (a picklable callable): suggests every distribution of the study."""
+
+    def __init__(self, study: Study) -> None:
+        self.distributions = study.distributions
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        resolved: dict[str, Any] = {}
+        for key, dist in self.distributions.items():
+            if isinstance(dist, Uniform):
+                trial.suggest_float(key, *dist.uniform)
+            elif isinstance(dist, LogUniform):
+                trial.suggest_float(key, *dist.loguniform, log=True)
+            elif isinstance(dist, IntRange):
+                trial.suggest_int(key, *dist.int, step=dist.step)
+            elif isinstance(dist, Choice):
+                labels = [choice_label(i, v) for i, v in enumerate(dist.choice)]
+                label = trial.suggest_categorical(key, labels)
+                resolved[key] = dist.choice[labels.index(label)]
+        return resolved
+
+
+def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
+    seed = spec.seed
+    if spec.kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if spec.kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.kind == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if spec.kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.BruteForceSampler(seed=seed)
+
+
+class StudySearch(OptunaSearch):
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if result and result.get(DIVERGED) and trial_id not in self._completed_trials:
+            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
+def make_search(study: Study, storage_url: str, study_name: str) -> StudySearch:
+    spec = study.spec
+    metrics, modes = spec.metrics, spec.modes
+    multi = len(metrics) > 1
+    return StudySearch(
+        space=SearchSpace(study),
+        metric=metrics if multi else metrics[0],
+        mode=modes if multi else modes[0],
+        sampler=make_sampler(spec.sampler),
+        study_name=study_name,
+        storage=optuna.storages.RDBStorage(storage_url),
+    )

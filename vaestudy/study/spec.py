@@ -1,0 +1,284 @@
+"""Study files: the trial template (`data`, `model`, `objective`, `train`) plus a `study` section.
+
+    study:
+      name: geco
+      metric: test/iwae_nll          # or a list, with a list of modes (multi-objective)
+      mode: min
+      num_trials: 40
+      max_concurrent: 4
+      sampler: {kind: tpe, seed: 0}  # tpe | random | cmaes | nsga2 | grid
+      resources: {cpu: 1, gpu: 0.25} # gpu: fraction of one GPU per trial
+      scheduler: {kind: asha, grace_period: 2, reduction_factor: 2}   # optional
+      max_failures: 2                # Ray Tune retries of a crashed trial
+      search:                        # dotted keys into the template; list elements by index
+        objective.kappa: {uniform: [80, 110]}
+        objective.multiplier.lr: {loguniform: [1.0e-4, 1.0e-2]}
+        objective.epsilon.0: {int: [70, 100]}
+        objective.kl: {choice: [analytic, mc]}
+        train.seed: 3                # a fixed value
+      constraints:                   # the shared yardstick of the report
+        - {metric: test/recon, bound: 100, direction: "<="}
+
+Everything is checked before anything starts: keys must exist in the template, and each
+distribution's extreme values (every choice) must give a valid trial config.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vaestudy.config import (
+    RunConfig,
+    apply_overrides,
+    format_validation_error,
+    parse_overrides,
+    read_yaml,
+    set_dotted,
+    validate_run,
+)
+from vaestudy.errors import ConfigError
+from vaestudy.objectives.registry import objective_class
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Uniform(_Spec):
+    uniform: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _order(self) -> Uniform:
+        if self.uniform[0] >= self.uniform[1]:
+            raise ValueError(f"uniform needs low < high, got {list(self.uniform)}")
+        return self
+
+
+class LogUniform(_Spec):
+    loguniform: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _order(self) -> LogUniform:
+        low, high = self.loguniform
+        if low <= 0 or low >= high:
+            raise ValueError(f"loguniform needs 0 < low < high, got {[low, high]}")
+        return self
+
+
+class IntRange(_Spec):
+    int: tuple[int, int]
+    step: int = Field(1, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> IntRange:
+        if self.int[0] > self.int[1]:
+            raise ValueError(f"int needs low <= high, got {list(self.int)}")
+        return self
+
+
+class Choice(_Spec):
+    choice: list[Any] = Field(min_length=1)
+
+
+Distribution = Uniform | LogUniform | IntRange | Choice
+_DIST_KEYS = {"uniform": Uniform, "loguniform": LogUniform, "int": IntRange, "choice": Choice}
+
+
+class SamplerSpec(_Spec):
+    kind: Literal["tpe", "random", "cmaes", "nsga2", "grid"] = "tpe"
+    seed: int = 0
+
+
+class SchedulerSpec(_Spec):
+    kind: Literal["asha"] = "asha"
+    grace_period: int = Field(1, gt=0, description="evaluations before a trial can be stopped")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class Resources(_Spec):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0, le=1, description="fraction of one GPU per trial")
+
+
+class Yardstick(_Spec):
+    metric: str
+    bound: float
+    direction: Literal["<=", ">="] = "<="
+
+
+class DivergencePolicy(_Spec):
+    """On divergence: restart from the last good state with lr × lr_factor, `retries` times."""
+
+    retries: int = Field(0, ge=0)
+    lr_factor: float = Field(0.3, gt=0, lt=1)
+
+
+class StudySpec(_Spec):
+    name: str
+    metric: str | list[str] = "test/iwae_nll"
+    mode: Literal["min", "max"] | list[Literal["min", "max"]] = "min"
+    num_trials: int = Field(20, gt=0)
+    max_concurrent: int = Field(2, gt=0)
+    sampler: SamplerSpec = SamplerSpec()
+    resources: Resources = Resources()
+    scheduler: SchedulerSpec | None = None
+    max_failures: int = Field(2, ge=0)
+    search: dict[str, Any] = Field(default_factory=dict)
+    constraints: list[Yardstick] = Field(default_factory=list)
+    on_divergence: DivergencePolicy = DivergencePolicy()
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySpec:
+        if not _NAME.match(self.name):
+            raise ValueError(f"name {self.name!r}: use letters, digits, '_', '-', '.'")
+        metrics = self.metrics
+        modes = self.mode if isinstance(self.mode, list) else [self.mode]
+        if len(metrics) != len(modes):
+            raise ValueError(f"metric has {len(metrics)} entries but mode has {len(modes)}")
+        if len(metrics) > 1 and self.scheduler is not None:
+            raise ValueError("a scheduler needs a single metric (multi-objective has none)")
+        if len(metrics) > 1 and self.sampler.kind in ("cmaes",):
+            raise ValueError("sampler cmaes is single-objective; use nsga2 or tpe")
+        if self.scheduler and metrics[0].removeprefix("test/") in FULL_EVAL_ONLY:
+            raise ValueError(
+                f"metric {metrics[0]} is computed only at the end; a scheduler needs one "
+                "available at every evaluation (e.g. test/elbo)"
+            )
+        return self
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.metric if isinstance(self.metric, list) else [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return self.mode if isinstance(self.mode, list) else [self.mode]
+
+
+# Test metrics that only the final (full) evaluation computes.
+FULL_EVAL_ONLY = {"iwae_nll", "active_units", "probe_acc", "probe_chance"}
+_ALWAYS = {"elbo", "kl", "recon", *FULL_EVAL_ONLY}
+
+
+class Study:
+    """A validated study: the spec, the raw template and its parsed distributions."""
+
+    def __init__(self, spec: StudySpec, template: dict[str, Any], source: str) -> None:
+        self.spec = spec
+        self.source = source
+        # Every key with its value, defaults included, so any key can be searched.
+        self.template = validate_run(template, source).model_dump(mode="json")
+        self.fixed: dict[str, Any] = {}
+        self.distributions: dict[str, Distribution] = {}
+        for key, value in spec.search.items():
+            if isinstance(value, dict) and len(value) >= 1 and set(value) & set(_DIST_KEYS):
+                kind = next(k for k in value if k in _DIST_KEYS)
+                try:
+                    self.distributions[key] = _DIST_KEYS[kind].model_validate(value)
+                except ValidationError as exc:
+                    where = f"study.search.{key}"
+                    raise ConfigError(format_validation_error(source, exc, where)) from None
+            else:
+                self.fixed[key] = value
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def trial_config(self, params: dict[str, Any]) -> RunConfig:
+        """The template with the fixed values and the sampled `params` applied, validated."""
+        return validate_run(self.trial_raw(params), self.source)
+
+    def trial_raw(self, params: dict[str, Any]) -> dict[str, Any]:
+        raw = copy.deepcopy(self.template)
+        for key, value in {**self.fixed, **params}.items():
+            set_dotted(raw, key, copy.deepcopy(value))
+        return raw
+
+    def check(self) -> None:
+        """Validate keys, each distribution's extremes and the metrics, without running."""
+        base = validate_run(self.template, self.source)
+        if not self.spec.search:
+            raise ConfigError(f"{self.source}: study.search: empty; name at least one key")
+        for key in self.spec.search:
+            _require_path(self.template, key, self.source)
+        for key, values in self._extremes().items():
+            for value in values:
+                try:
+                    RunConfig.model_validate(self.trial_raw({key: value}))
+                except ValidationError as exc:
+                    detail = format_validation_error(self.source, exc)
+                    raise ConfigError(
+                        f"{self.source}: study.search.{key}: value {value!r} gives an invalid "
+                        f"trial:\n{detail}"
+                    ) from None
+        known = self.known_metrics(base)
+        for metric in [*self.spec.metrics, *(c.metric for c in self.spec.constraints)]:
+            if metric not in known:
+                raise ConfigError(
+                    f"{self.source}: study: unknown metric {metric!r}; this study's trials "
+                    f"report {', '.join(sorted(known))}"
+                )
+
+    def _extremes(self) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for key, dist in self.distributions.items():
+            if isinstance(dist, Uniform):
+                out[key] = list(dist.uniform)
+            elif isinstance(dist, LogUniform):
+                out[key] = list(dist.loguniform)
+            elif isinstance(dist, IntRange):
+                out[key] = list(dist.int)
+            else:
+                out[key] = list(dist.choice)
+        return out
+
+    def known_metrics(self, base: RunConfig) -> set[str]:
+        """Test metrics any trial of this study reports (over every objective it may pick)."""
+        names = {base.objective.name}
+        objective_dist = self.distributions.get("objective")
+        if isinstance(objective_dist, Choice):
+            names |= {o["name"] for o in objective_dist.choice if isinstance(o, dict)}
+        known = {f"test/{m}" for m in _ALWAYS}
+        for name in names:
+            for c in objective_class(name).constraint_names:
+                known |= {f"test/constraint/{c}", f"test/satisfied/{c}"}
+        return known
+
+
+def _require_path(tree: dict[str, Any], key: str, source: str) -> None:
+    node: Any = tree
+    for i, part in enumerate(key.split(".")):
+        where = ".".join(key.split(".")[: i + 1])
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise ConfigError(
+                f"{source}: study.search.{key}: {where} is not a key of the trial config "
+                "(see `vaestudy train --help` and the template sections)"
+            )
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read and fully validate a study file; `--set` overrides apply to the whole file."""
+    raw = read_yaml(path)
+    raw = apply_overrides(raw, parse_overrides(overrides), str(path))
+    if "study" not in raw:
+        raise ConfigError(f"{path}: study: missing section (a study file needs `study:`)")
+    study_raw = raw.pop("study")
+    try:
+        spec = StudySpec.model_validate(study_raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(path), exc, "study")) from None
+    study = Study(spec, raw, str(path))
+    study.check()
+    return study

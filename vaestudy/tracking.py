@@ -1,0 +1,255 @@
+"""MLflow tracking: where runs go, the study's parent run, and each trial's child run.
+
+Store. Without `--tracking-uri` / `MLFLOW_TRACKING_URI` the store is the project's `mlflow/`
+folder: `mlflow/mlflow.db` (SQLite, MLflow's default backend kind) and `mlflow/artifacts/`. Many
+trial processes writing one SQLite file would hit "database is locked", so for a study the driver
+starts one `mlflow server` on loopback over that store and every trial logs over HTTP. An
+`http(s)://` URI is used as it is (a shared server for a Ray cluster, see mlflow/README.md); any
+other URI (e.g. `postgresql://...`) is served the same way as the local store.
+
+Runs. The study is a parent run; each trial is a child run (tag `mlflow.parentRunId`) tagged with
+the study, objective, model and the Ray Tune trial id, so a retried or restored trial continues
+its own run instead of starting a duplicate. Trajectories go in with `log_batch` (<= 1000 metrics
+per request); a resumed trial skips steps already logged. The MLflow client retries failed HTTP
+requests with exponential backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7), which rides out
+brief server outages without losing metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from vaestudy.errors import UserError
+
+MAX_BATCH = 1000
+TAG_STUDY = "vaestudy.study"
+TAG_KIND = "vaestudy.kind"
+TAG_TRIAL = "vaestudy.trial_id"
+TAG_OBJECTIVE = "vaestudy.objective"
+TAG_MODEL = "vaestudy.model"
+TAG_FAILURE = "vaestudy.failure_reason"
+TAG_FAILURE_STEP = "vaestudy.failure_step"
+PARENT = "mlflow.parentRunId"
+
+
+class TrackingError(UserError):
+    """The tracking store cannot be reached or used."""
+
+
+def default_store(root: Path | None = None) -> Path:
+    return (root or Path.cwd()) / "mlflow"
+
+
+def store_uri(uri: str | None) -> str:
+    """The backend URI asked for: the argument, $MLFLOW_TRACKING_URI, or the local store."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(default_store() / 'mlflow.db').resolve()}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_server(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, with a clear message, when an HTTP tracking server does not answer."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+    except OSError as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({exc}); start it or pass another "
+            "--tracking-uri (nothing was run)"
+        ) from None
+    raise TrackingError(f"MLflow tracking server {uri} answered /health with {resp.status}")
+
+
+@contextlib.contextmanager
+def serve(backend_uri: str, startup_timeout: float = 180.0) -> Iterator[str]:
+    """Run `mlflow server` on loopback over `backend_uri`; yield its http:// URI."""
+    store = default_store()
+    if backend_uri.startswith("sqlite:///"):
+        store = Path(backend_uri.removeprefix("sqlite:///")).parent
+    store.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_uri,
+        "--artifacts-destination", str((store / "artifacts").resolve()),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = open(store / "server.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise TrackingError(
+                    f"mlflow server over {backend_uri} exited ({proc.returncode}); "
+                    f"see {store / 'server.log'}"
+                )
+            try:
+                check_server(uri, timeout=2)
+                break
+            except TrackingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextlib.contextmanager
+def tracking_session(uri: str | None) -> Iterator[str]:
+    """Yield an HTTP tracking URI usable from every trial process for the session's length."""
+    backend = store_uri(uri)
+    if backend.startswith(("http://", "https://")):
+        check_server(backend)
+        yield backend
+    else:
+        with serve(backend) as served:
+            yield served
+
+
+def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str | None:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    return client.create_experiment(name) if create else None
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": [1, 2]}} -> {"a.b.0": 1, "a.b.1": 2}."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = ((str(i), v) for i, v in enumerate(tree))
+    else:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
+    for i in range(0, len(metrics), MAX_BATCH):
+        client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class TrialRun:
+    """A trial's child run: find-or-create by Tune trial id, then log into it."""
+
+    def __init__(self, client: MlflowClient, run_id: str, logged_upto: float) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.logged_upto = logged_upto
+        self._pending: list[Metric] = []
+
+    @classmethod
+    def open(
+        cls,
+        client: MlflowClient,
+        experiment: str,
+        parent_run_id: str,
+        trial_id: str,
+        trial_name: str,
+        tags: dict[str, str],
+    ) -> TrialRun:
+        found = client.search_runs(
+            [experiment],
+            filter_string=(
+                f"tags.{TAG_TRIAL} = '{trial_id}' and tags.`{PARENT}` = '{parent_run_id}'"
+            ),
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            history = client.get_metric_history(run_id, "train/loss")
+            upto = max((m.step for m in history), default=-1)
+            return cls(client, run_id, upto)
+        all_tags = {PARENT: parent_run_id, TAG_TRIAL: trial_id, "mlflow.runName": trial_name}
+        run = client.create_run(experiment, tags={**all_tags, **tags}, run_name=trial_name)
+        return cls(client, run.info.run_id, -1)
+
+    def add_row(self, row: dict[str, float]) -> None:
+        """Queue one trajectory point (keys become `train/<key>`), unless already logged."""
+        step = int(row["step"])
+        if step <= self.logged_upto:
+            return
+        ts = now_ms()
+        self._pending += [
+            Metric(f"train/{k}", float(v), ts, step)
+            for k, v in row.items()
+            if k != "step" and math.isfinite(v)
+        ]
+
+    def flush(self) -> None:
+        if self._pending:
+            log_metrics(self.client, self.run_id, self._pending)
+            self.logged_upto = max(m.step for m in self._pending)
+            self._pending = []
+
+    def log_final(self, metrics: dict[str, float], step: int, prefix: str = "test/") -> None:
+        ts = now_ms()
+        log_metrics(
+            self.client,
+            self.run_id,
+            [Metric(f"{prefix}{k}", float(v), ts, step) for k, v in metrics.items()],
+        )
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def close_orphans(client: MlflowClient, experiment: str, parent_run_id: str, reason: str) -> int:
+    """Mark child runs still RUNNING (their process died) as FAILED with a reason tag."""
+    running = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in running:
+        client.set_tag(run.info.run_id, TAG_FAILURE, reason)
+        client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+    return len(running)
