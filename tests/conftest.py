@@ -41,6 +41,27 @@ def tiny_mnist(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every test that runs a study (start-up costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One MLflow tracking server over a fresh SQLite store for the whole test session."""
+    from vaestudy.tracking import serve
+
+    store = tmp_path_factory.mktemp("store")
+    with serve(f"sqlite:///{store / 'mlflow.db'}") as uri:
+        yield uri
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

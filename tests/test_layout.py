@@ -1,7 +1,6 @@
 """The top-level mlflow/ folder must never shadow the mlflow package."""
 
 import mlflow
-
 from tests.conftest import REPO
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
-import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -69,21 +69,6 @@ def test_bad_study_fails_before_anything_starts(
     err = capsys.readouterr().err
     assert str(path) in err and message in err and "Traceback" not in err
     assert not (tmp_path / "mlflow").exists() and not (tmp_path / "ray_results").exists()
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    store = tmp_path_factory.mktemp("store")
-    with serve(f"sqlite:///{store / 'mlflow.db'}") as uri:
-        yield uri
 
 
 def children(client: MlflowClient, parent_id: str):
@@ -153,6 +138,17 @@ def test_many_concurrent_trials_keep_every_trajectory(
         storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}",
     )
     assert len(ot.trials) == 6 and all(t.state.is_finished() for t in ot.trials)
+
+    # the report reads this real study back, end to end through the CLI
+    out = tmp_path / "report"
+    assert main(["report", "concurrent", "--tracking-uri", server, "--out", str(out)]) == 0
+    for name in ("report.md", "trials.csv", "summary.csv", "report.html", "rate_distortion.png"):
+        assert (out / name).is_file(), name
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 6 and set(trials["objective"]) == {"geco"}
+    assert {"recon:target", "recon:test", "recon:held_last20", "iwae_nll"} <= set(trials.columns)
+    attached = {a.path for a in client.list_artifacts(outcome.parent_run_id, "report")}
+    assert "report/report.md" in attached and "report/rate_distortion.png" in attached
 
 
 def test_resume_runs_only_the_missing_trials(

@@ -62,6 +62,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from vaestudy.report import attach, build_report, write_report
+    from vaestudy.tracking import tracking_session
+
+    name = args.study
+    if name.endswith((".yaml", ".yml")):
+        from vaestudy.study.spec import load_study
+
+        name = load_study(name).name
+    with tracking_session(args.tracking_uri) as uri:
+        client = MlflowClient(uri)
+        report = build_report(client, name)
+        out = Path(args.out or Path("reports") / name)
+        files = write_report(report, out)
+        attach(client, report, files)
+    if args.format == "markdown":
+        print(report.markdown())
+    elif args.format == "csv":
+        print(report.trials.to_csv(index=False))
+    else:
+        print((out / "report.html").read_text())
+    print(
+        f"report written to {out}/ and attached to MLflow run {report.parent_run_id}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -115,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--storage-path", help="Ray Tune results/checkpoints (default ./ray_results)")
     run.add_argument("--resume", action="store_true", help="continue the study's last run")
     run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser(
+        "report", help="tables and figures: which objectives satisfy constraints"
+    )
+    report.add_argument("study", help="study name or its YAML file")
+    report.add_argument("--tracking-uri")
+    report.add_argument("--format", choices=["markdown", "csv", "html"], default="markdown")
+    report.add_argument("--out", help="output folder (default reports/STUDY)")
+    report.set_defaults(func=_cmd_report)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the study store")
     ui.add_argument("--tracking-uri")

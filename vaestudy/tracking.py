@@ -42,6 +42,7 @@ TAG_OBJECTIVE = "vaestudy.objective"
 TAG_MODEL = "vaestudy.model"
 TAG_FAILURE = "vaestudy.failure_reason"
 TAG_FAILURE_STEP = "vaestudy.failure_step"
+TAG_STOPPED = "vaestudy.stopped_early"
 PARENT = "mlflow.parentRunId"
 
 
@@ -243,13 +244,21 @@ class TrialRun:
         self.client.set_terminated(self.run_id, status=status)
 
 
-def close_orphans(client: MlflowClient, experiment: str, parent_run_id: str, reason: str) -> int:
-    """Mark child runs still RUNNING (their process died) as FAILED with a reason tag."""
+def close_orphans(
+    client: MlflowClient, experiment: str, parent_run_id: str, ended_cleanly: set[str]
+) -> int:
+    """Close child runs left RUNNING after the study: KILLED with `vaestudy.stopped_early` when
+    Tune ended the trial without error (a scheduler stopped it), else FAILED (the process died)."""
     running = client.search_runs(
         [experiment],
         filter_string=f"tags.`{PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
     )
     for run in running:
-        client.set_tag(run.info.run_id, TAG_FAILURE, reason)
-        client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
+        if run.data.tags.get(TAG_TRIAL) in ended_cleanly:
+            client.set_tag(run.info.run_id, TAG_STOPPED, "scheduler")
+            status = RunStatus.KILLED
+        else:
+            client.set_tag(run.info.run_id, TAG_FAILURE, "trial process ended without closing")
+            status = RunStatus.FAILED
+        client.set_terminated(run.info.run_id, status=RunStatus.to_string(status))
     return len(running)

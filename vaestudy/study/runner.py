@@ -120,24 +120,31 @@ def run_study(
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, ctx=ctx), {"cpu": study.spec.resources.cpu, "gpu": gpu}
         )
+        ended_cleanly: set[str] = set()  # Tune trials without error (stopped early, if unclosed)
         try:
             if resume and tune.Tuner.can_restore(str(tune_path)):
                 # Finish the trials the interrupted experiment had started (from checkpoints).
-                tune.Tuner.restore(str(tune_path), trainable, resume_errored=True).fit()
+                tuner = tune.Tuner.restore(str(tune_path), trainable, resume_errored=True)
+                ended_cleanly |= _clean_trial_ids(tuner.fit())
                 tune_path = tune_path.with_name(f"{tune_path.name}-resumed-{_now()}")
             if _remaining_trials(study, optuna_name) > 0:
                 client.set_tag(parent_id, TAG_TUNE_PATH, str(tune_path))
-                _new_tuner(study, trainable, optuna_name, tune_path).fit()
+                tuner = _new_tuner(study, trainable, optuna_name, tune_path)
+                ended_cleanly |= _clean_trial_ids(tuner.fit())
         except KeyboardInterrupt:
             pass  # Tune saved its state; the checks below record what is left to do
         interrupted = _remaining_trials(study, optuna_name) > 0
-        orphans = close_orphans(client, experiment, parent_id, "trial process ended unclosed")
+        orphans = close_orphans(client, experiment, parent_id, ended_cleanly)
         finished, failed = _count_children(client, experiment, parent_id)
         if orphans:
             client.set_tag(parent_id, "vaestudy.orphans_closed", str(orphans))
         status = "KILLED" if interrupted else "FINISHED"
         client.set_terminated(parent_id, status=status)
         return StudyOutcome(parent_id, uri, finished, failed, interrupted)
+
+
+def _clean_trial_ids(grid: tune.ResultGrid) -> set[str]:
+    return {r.metrics["trial_id"] for r in grid if r.error is None and "trial_id" in r.metrics}
 
 
 def _now() -> str:
