@@ -169,3 +169,56 @@ def test_resume_runs_only_the_missing_trials(
     for run in after:  # the finished trials were not run again
         if run.info.run_id in before:
             assert run.info.end_time == before[run.info.run_id]
+
+
+def test_a_diverging_trial_fails_alone(tmp_path, shared_data, server, ray_session, monkeypatch):
+    """GECO with a huge multiplier rate: λ runs away in one trial, the other finishes."""
+    monkeypatch.chdir(tmp_path)
+    path = write_study(
+        tmp_path,
+        shared_data,
+        name="diverging",
+        sampler={"kind": "grid"},
+        search={"objective.multiplier.lr": {"choice": [1.0e-5, 1.0]}},
+    )
+    overrides = [
+        *TINY,
+        "study.num_trials=2",
+        "objective.multiplier.max=1.0e+12",
+        "objective.multiplier.warmup_steps=0",
+    ]
+    outcome = run_study(load_study(path, overrides), tracking_uri=server)
+    client = MlflowClient(server)
+    runs = {
+        r.data.params["objective.multiplier.lr"]: r for r in children(client, outcome.parent_run_id)
+    }
+    bad, good = runs["1.0"], runs["1e-05"]
+    assert bad.info.status == "FAILED"
+    assert "lambda/recon" in bad.data.tags["vaestudy.failure_reason"]
+    assert int(bad.data.tags["vaestudy.failure_step"]) > 0
+    assert good.info.status == "FINISHED" and "test/iwae_nll" in good.data.metrics
+    ot = optuna.load_study(
+        study_name=client.get_run(outcome.parent_run_id).data.tags["vaestudy.optuna_study"],
+        storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}",
+    )
+    states = sorted(t.state.name for t in ot.trials)
+    assert states == ["COMPLETE", "FAIL"]
+
+
+def test_unreachable_tracking_server_is_reported_before_training(
+    tmp_path, shared_data, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, shared_data)
+    code = main(
+        [
+            "run",
+            str(path),
+            "--tracking-uri",
+            "http://127.0.0.1:9",
+            *sum((["--set", o] for o in TINY), []),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "http://127.0.0.1:9 is unreachable" in err and "Traceback" not in err
+    assert not (tmp_path / "ray_results").exists()

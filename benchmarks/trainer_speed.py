@@ -1,0 +1,123 @@
+"""Trainer throughput: the seed notebooks' loop against vaestudy's trainer, side by side.
+
+    python -m benchmarks.trainer_speed --data ../shared/data [--device cuda] [--steps 300]
+
+Both train the same MLP VAE (784-512-128-16) with the same objective, batch size and number of
+steps on the same device, in one process. The seed-style loop is what the notebooks do: a
+torchvision DataLoader over the dataset (ToTensor per image), `x.to(device)` per batch, a host
+sync per step (`float(loss)`), and λ (GECO, Lagrangian VAE) as a parameter with its own optimizer
+step after a backward through the Lagrangian. Prints samples/s for each and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from vaestudy.config import RunConfig
+from vaestudy.divergences import gaussian_kl, mmd
+from vaestudy.models import build_model
+from vaestudy.trainer import Trainer
+
+OBJECTIVES = {
+    "elbo": {"name": "elbo"},
+    "geco": {"name": "geco", "kappa": 100.0, "multiplier": {"update": "gradient", "lr": 1e-3}},
+    "lagvae": {"name": "lagvae", "kl": "analytic", "epsilon": [100.0, 5.0]},
+}
+
+
+def seed_style(name: str, root: str, device: torch.device, batch: int, steps: int) -> float:
+    torch.manual_seed(0)
+    ds = datasets.MNIST(root, train=True, download=False, transform=transforms.ToTensor())
+    loader = DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True)
+    model = build_model(RunConfig().model).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    n_lambda = {"elbo": 0, "geco": 1, "lagvae": 2}[name]
+    lam = torch.nn.Parameter(torch.ones(n_lambda, device=device)) if n_lambda else None
+    lam_opt = torch.optim.RMSprop([lam], lr=1e-4) if lam is not None else None
+    done, start = 0, None
+    while done < steps:
+        for x, _ in loader:
+            if done == 5:  # warm-up excluded
+                start = time.perf_counter()
+            x = x.to(device)
+            mu, logvar = model.encode(x)
+            z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+            logits = model.decode(z)
+            nll = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+            kl = gaussian_kl(mu, logvar).sum(1).mean()
+            if name == "elbo":
+                loss = nll + kl
+            elif name == "geco":
+                loss = kl + lam[0] * (nll - 100.0)
+            else:
+                d2 = 1e4 * mmd(z, torch.randn_like(z))
+                loss = (lam[0] + 1) * nll + lam[0] * kl + lam[1] * d2 - lam[0] * 100 - lam[1] * 5
+            opt.zero_grad()
+            if lam_opt:
+                lam_opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if lam is not None:
+                lam.grad *= -1
+                lam_opt.step()
+                with torch.no_grad():
+                    lam.clamp_(1e-3, 100)
+            loss.item()  # the notebooks' per-step host sync (float(loss))
+            done += 1
+            if done >= steps:
+                break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (steps - 5) * batch / (time.perf_counter() - start)
+
+
+def vaestudy_style(name: str, root: str, device: torch.device, batch: int, steps: int) -> float:
+    cfg = RunConfig.model_validate(
+        {
+            "data": {"root": root, "pixels": "bernoulli"},
+            "objective": OBJECTIVES[name],
+            "train": {"batch_size": batch, "device": str(device), "log_every": 100},
+        }
+    )
+    trainer = Trainer(cfg)
+    trainer.evaluate = lambda full=True: {}  # time the training loop only
+    trainer.total_steps = 5
+    trainer.fit()  # warm-up
+    trainer.total_steps = steps
+    start = time.perf_counter()
+    trainer.fit()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (steps - 5) * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    name_dev = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(f"MLP VAE, batch {args.batch}, {args.steps} steps, device {name_dev}\n")
+    print("| objective | seed-style samples/s | vaestudy samples/s | ratio |")
+    print("|---|---:|---:|---:|")
+    for name in OBJECTIVES:
+        a = seed_style(name, args.data, device, args.batch, args.steps)
+        b = vaestudy_style(name, args.data, device, args.batch, args.steps)
+        print(f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
