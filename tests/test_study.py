@@ -222,3 +222,50 @@ def test_unreachable_tracking_server_is_reported_before_training(
     err = capsys.readouterr().err
     assert code == 2 and "http://127.0.0.1:9 is unreachable" in err and "Traceback" not in err
     assert not (tmp_path / "ray_results").exists()
+
+
+def test_resume_after_the_driver_is_killed(tmp_path, shared_data, server, ray_session, monkeypatch):
+    """SIGKILL the driver mid-study, then `--resume`: finished trials keep their data and are
+    not re-run, the study reaches its trial count, and no run is left RUNNING."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, shared_data, name="killed", max_concurrent=1)
+    overrides = [*TINY, "study.num_trials=3", "study.resources.cpu=1"]
+    args = [sys.executable, "-m", "vaestudy.cli", "run", str(path), "--tracking-uri", server]
+    driver = subprocess.Popen(
+        [*args, *sum((["--set", o] for o in overrides), [])],
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = MlflowClient(server)
+    first_finished = None
+    deadline = time.monotonic() + 400
+    while first_finished is None and time.monotonic() < deadline:
+        time.sleep(1)
+        exp = client.get_experiment_by_name("killed")
+        if exp is not None:
+            done = client.search_runs(
+                [exp.experiment_id],
+                filter_string="attributes.status = 'FINISHED'",
+            )
+            done = [r for r in done if PARENT in r.data.tags]
+            first_finished = done[0] if done else None
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert first_finished is not None, "no trial finished before the deadline"
+
+    outcome = run_study(load_study(path, overrides), tracking_uri=server, resume=True)
+    assert not outcome.interrupted
+    kids = children(client, outcome.parent_run_id)
+    assert sum(r.info.status == "FINISHED" for r in kids) == 3
+    assert not [r for r in kids if r.info.status == "RUNNING"]
+    again = client.get_run(first_finished.info.run_id)
+    assert again.info.end_time == first_finished.info.end_time
+    assert steps(client, again.info.run_id, "train/kl") == [2, 4, 6, 8, 10]

@@ -91,3 +91,13 @@ def test_nan_in_the_data_is_reported_as_divergence(shared_data):
     with pytest.raises(Diverged, match="non-finite") as err:
         trainer.fit()
     assert err.value.step <= 20 and trainer.history[-1]["step"] == err.value.step
+
+
+def test_every_evaluation_closes_a_trajectory_point(shared_data):
+    cfg = make_cfg(shared_data, train={"epochs": 2, "log_every": 50})  # 20 steps per epoch
+    trainer = Trainer(cfg)
+    seen = []
+    trainer.fit(on_eval=lambda step, test: seen.append((step, trainer.history[-1]["step"], test)))
+    assert [(s, h) for s, h, _ in seen] == [(20, 20.0)]
+    assert {"elbo", "kl", "recon"} <= set(seen[0][2])
+    assert [r["step"] for r in trainer.history] == [20.0, 40.0]

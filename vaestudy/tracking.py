@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 from vaestudy.errors import UserError
@@ -177,10 +177,13 @@ def now_ms() -> int:
 class TrialRun:
     """A trial's child run: find-or-create by Tune trial id, then log into it."""
 
-    def __init__(self, client: MlflowClient, run_id: str, logged_upto: float) -> None:
+    def __init__(
+        self, client: MlflowClient, run_id: str, logged_upto: float, closed: Run | None = None
+    ) -> None:
         self.client = client
         self.run_id = run_id
         self.logged_upto = logged_upto
+        self.closed = closed  # the run as found, if it had already ended (a replayed trial)
         self._pending: list[Metric] = []
 
     @classmethod
@@ -202,6 +205,11 @@ class TrialRun:
         )
         if found:
             run_id = found[0].info.run_id
+            status, run_tags = found[0].info.status, found[0].data.tags
+            if status == "FINISHED" or (status == "FAILED" and TAG_FAILURE_STEP in run_tags):
+                return cls(client, run_id, math.inf, closed=found[0])  # finished or diverged
+            if TAG_FAILURE in run_tags:  # closed as an orphan earlier; it lives again
+                client.delete_tag(run_id, TAG_FAILURE)
             client.update_run(run_id, status="RUNNING")
             history = client.get_metric_history(run_id, "train/loss")
             upto = max((m.step for m in history), default=-1)

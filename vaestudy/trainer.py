@@ -5,6 +5,7 @@ objective, steps the optimiser and the objective's multipliers, and adds the ste
 running sum on the device. The host reads that sum only every `log_every` steps (one sync per
 interval), which gives one trajectory point: the interval's mean of every metric. Divergence (a
 non-finite metric, or a multiplier above `train.max_lambda`) is detected at those points.
+Evaluations (every `eval_every` steps, default once per epoch) also close a trajectory point.
 """
 
 from __future__ import annotations
@@ -123,12 +124,15 @@ class Trainer:
             acc = values if acc is None else acc + values
             window += 1
             self.step += 1
-            if self.step % tc.log_every == 0 or self.step == self.total_steps:
+            eval_due = on_eval is not None and self.step % eval_every == 0
+            eval_due = eval_due and self.step < self.total_steps
+            # Every evaluation is also a trajectory point, so reports pair train and test values.
+            if self.step % tc.log_every == 0 or self.step == self.total_steps or eval_due:
                 row = self._log_row(keys, acc / window)
                 acc, window = None, 0
                 if on_log:
                     on_log(row)
-            if on_eval and (self.step % eval_every == 0) and self.step < self.total_steps:
+            if eval_due:
                 on_eval(self.step, self.evaluate(full=False))
         return TrainResult(list(self.history), self.evaluate(full=True), self.step)
 

@@ -2,16 +2,19 @@
 
 `StudySearch` is Ray Tune's `OptunaSearch` with one change: a trial that reports
 `vaestudy/diverged` is told to Optuna as FAILED instead of COMPLETE, so a diverged trial never
-counts as a (fake) objective value and never stays RUNNING in the Optuna study. This reads
+counts as a (fake) objective value and never stays RUNNING in the Optuna study; and results of a
+trial Optuna already recorded as finished (replayed by Tune after a restore) are ignored. This reads
 OptunaSearch's private `_ot_trials`, `_ot_study` and `_completed_trials`; ray is pinned to
 2.60.0 and `tests/test_study.py` covers it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -69,11 +72,17 @@ def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
 
 
 class StudySearch(OptunaSearch):
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # After a restore, Tune may replay a trial that Optuna already recorded as finished.
+        with contextlib.suppress(UpdateFinishedTrialError):
+            super().on_trial_result(trial_id, result)
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         if result and result.get(DIVERGED) and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL)
+            with contextlib.suppress(UpdateFinishedTrialError, ValueError):
+                self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result, error)

@@ -83,6 +83,15 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         context.get_trial_name(),
         tags,
     )
+    if run.closed is not None:
+        # Tune replays a trial that ended after its last saved experiment state: do not train
+        # it again, hand Tune the result MLflow already holds.
+        metrics = run.closed.data.metrics
+        test = {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
+        report = _tune_metrics(study, test, {})
+        report[DIVERGED] = int(run.closed.info.status == "FAILED")
+        tune.report(report)
+        return
     log_params(client, run.run_id, flatten(cfg.model_dump(mode="json")))
 
     trainer = Trainer(cfg)
