@@ -25,7 +25,6 @@ from vaestudy.divergences import gaussian_kl, mc_kl
 from vaestudy.likelihoods import NegLogLik
 from vaestudy.models import VAE
 from vaestudy.multipliers import Multipliers
-from vaestudy.objectives.configs import MultiplierConfig
 
 
 @dataclass
@@ -63,9 +62,6 @@ class Objective(nn.Module):
         self.nll = nll
         self.multipliers: Multipliers | None = None
 
-    def make_multipliers(self, cfg: MultiplierConfig) -> None:
-        self.multipliers = Multipliers(list(self.constraint_names), cfg)
-
     def vae_pass(self, model: VAE, x: Tensor, y: Tensor | None) -> Pass:
         mu, logvar = model.encode(x)
         mu, logvar = mu.float(), logvar.float()
@@ -85,9 +81,27 @@ class Objective(nn.Module):
             metrics.update({f"kl/level{i + 1}": k.sum() for i, k in enumerate(per_level)})
         return metrics
 
+    def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
+        raise NotImplementedError
+
+    def update(self, out: Output) -> None:
+        """Move the multipliers after the optimiser step (on the device, no host sync)."""
+        if self.multipliers is not None and out.constraints is not None:
+            self.multipliers.update(out.constraints)
+
+
+class ConstrainedObjective(Objective):
+    """An objective with one Lagrange multiplier per name in `constraint_names`, configured by
+    its config's `multiplier` section."""
+
+    multipliers: Multipliers
+
+    def __init__(self, cfg, nll: NegLogLik) -> None:
+        super().__init__(cfg, nll)
+        self.multipliers = Multipliers(list(self.constraint_names), cfg.multiplier)
+
     def constraint_metrics(self, values: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """Metrics for constraints values[i] <= targets[i], with λ and the moving average."""
-        assert self.multipliers is not None
         ema = self.multipliers.next_ema(values - targets) + targets
         out: dict[str, Tensor] = {}
         for i, name in enumerate(self.constraint_names):
@@ -96,11 +110,3 @@ class Objective(nn.Module):
             out[f"constraint_ma/{name}"] = ema[i]
             out[f"lambda/{name}"] = self.multipliers.value[i]
         return out
-
-    def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
-        raise NotImplementedError
-
-    def update(self, out: Output) -> None:
-        """Move the multipliers after the optimiser step (on the device, no host sync)."""
-        if self.multipliers is not None and out.constraints is not None:
-            self.multipliers.update(out.constraints)

@@ -15,18 +15,13 @@ import torch
 from torch import Tensor
 
 from vaestudy.models import VAE
-from vaestudy.objectives.base import Objective, Output
+from vaestudy.objectives.base import ConstrainedObjective, Output
 
 
-class Geco(Objective):
+class Geco(ConstrainedObjective):
     constraint_names = ("recon",)
 
-    def __init__(self, cfg, nll) -> None:
-        super().__init__(cfg, nll)
-        self.make_multipliers(cfg.multiplier)
-
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
-        assert self.multipliers is not None
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)
         values = metrics["recon"].reshape(1)

@@ -18,18 +18,13 @@ from torch import Tensor
 
 from vaestudy.divergences import marginal_kl_bound
 from vaestudy.models import VAE
-from vaestudy.objectives.base import Objective, Output
+from vaestudy.objectives.base import ConstrainedObjective, Output
 
 
-class InvariantCvae(Objective):
+class InvariantCvae(ConstrainedObjective):
     constraint_names = ("invariance",)
 
-    def __init__(self, cfg, nll) -> None:
-        super().__init__(cfg, nll)
-        self.make_multipliers(cfg.multiplier)
-
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
-        assert self.multipliers is not None
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)
         marginal = marginal_kl_bound(p.mu, p.logvar).mean()

@@ -20,18 +20,13 @@ from torch import Tensor
 
 from vaestudy.divergences import mmd
 from vaestudy.models import VAE
-from vaestudy.objectives.base import Objective, Output
+from vaestudy.objectives.base import ConstrainedObjective, Output
 
 
-class LagrangianVae(Objective):
+class LagrangianVae(ConstrainedObjective):
     constraint_names = ("neg_elbo", "mmd")
 
-    def __init__(self, cfg, nll) -> None:
-        super().__init__(cfg, nll)
-        self.make_multipliers(cfg.multiplier)
-
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
-        assert self.multipliers is not None
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)
         nll, kl = metrics["recon"], metrics["kl"]
