@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import vaestudy  # noqa: F401  (first: sets Ray's environment before anything imports ray)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
