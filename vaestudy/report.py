@@ -22,6 +22,7 @@ Everything is written to `--out` (Markdown, CSV, HTML, PNG) and attached to the 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,13 @@ from vaestudy.tracking import (  # noqa: E402
     PARENT,
     TAG_FAILURE,
     TAG_FAILURE_STEP,
-    TAG_KIND,
     TAG_MODEL,
     TAG_OBJECTIVE,
-    TAG_STUDY,
+    latest_study_run,
 )
 
 TAIL = 0.2  # the last 20% of training steps
+_SEARCH_PARAM = re.compile(r"\.(choice|uniform|loguniform|int|step)(\..*)?$")
 
 
 @dataclass(frozen=True)
@@ -86,21 +87,14 @@ def _md(df: pd.DataFrame) -> str:
 
 def find_parent(client: MlflowClient, study: str):
     exp = client.get_experiment_by_name(study)
-    runs = []
-    if exp is not None:
-        runs = client.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{study}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-    if not runs:
+    parent = latest_study_run(client, exp.experiment_id, study) if exp is not None else None
+    if parent is None:
         known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
         raise UserError(
             f"no study named {study!r} in this tracking store; studies there: "
             f"{', '.join(known) or 'none'}"
         )
-    return runs[0]
+    return parent
 
 
 def yardstick_from_params(params: dict[str, str]) -> list[Yardstick]:
@@ -145,12 +139,11 @@ def build_report(client: MlflowClient, study: str) -> Report:
     params = parent.data.params
     metric = params.get("study.metric", params.get("study.metric.0", "test/iwae_nll"))
     mode = params.get("study.mode", params.get("study.mode.0", "min"))
+    # `study.search.objective.kappa.uniform.0` -> `objective.kappa` (the searched dotted key)
     searched = sorted(
-        k.removeprefix("study.search.").split(".choice")[0].split(".uniform")[0]
-        .split(".loguniform")[0].split(".int")[0]
-        for k in params if k.startswith("study.search.")
+        {_SEARCH_PARAM.sub("", k.removeprefix("study.search.")) for k in params
+         if k.startswith("study.search.")}
     )  # fmt: skip
-    searched = sorted(set(searched))
     yardstick = yardstick_from_params(params)
     runs = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent.info.run_id}'"

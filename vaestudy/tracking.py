@@ -145,6 +145,17 @@ def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str |
     return client.create_experiment(name) if create else None
 
 
+def latest_study_run(client: MlflowClient, experiment: str, study: str) -> Run | None:
+    """The newest parent run of `study` in `experiment`, or None."""
+    runs = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{study}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": [1, 2]}} -> {"a.b.0": 1, "a.b.1": 2}."""
     if isinstance(tree, dict):

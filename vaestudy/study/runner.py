@@ -35,6 +35,7 @@ from vaestudy.tracking import (
     default_store,
     experiment_id,
     flatten,
+    latest_study_run,
     log_params,
     tracking_session,
 )
@@ -58,16 +59,6 @@ def optuna_storage_url() -> str:
     return f"sqlite:///{path.resolve()}"
 
 
-def _find_parent(client: MlflowClient, experiment: str, study: str):
-    runs = client.search_runs(
-        [experiment],
-        filter_string=f"tags.{TAG_KIND} = 'study' and tags.{TAG_STUDY} = '{study}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0] if runs else None
-
-
 def _absolute_data_root(study: Study) -> None:
     """Trials run in their own directories: make a relative data root absolute here."""
     root = Path(study.template["data"]["root"])
@@ -89,7 +80,7 @@ def run_study(
         client = MlflowClient(uri)
         experiment = experiment_id(client, study.name)
         assert experiment is not None
-        parent = _find_parent(client, experiment, study.name) if resume else None
+        parent = latest_study_run(client, experiment, study.name) if resume else None
         if resume and parent is None:
             raise UserError(f"--resume: no earlier run of study {study.name!r} at {uri}")
         if parent is None:
