@@ -11,8 +11,9 @@ Runs. The study is a parent run; each trial is a child run (tag `mlflow.parentRu
 the study, objective, model and the Ray Tune trial id, so a retried or restored trial continues
 its own run instead of starting a duplicate. Trajectories go in with `log_batch` (<= 1000 metrics
 per request); a resumed trial skips steps already logged. The MLflow client retries failed HTTP
-requests with exponential backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7), which rides out
-brief server outages without losing metrics.
+requests with exponential backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7: about four
+minutes), which rides out brief server outages; past that, a trial keeps its unsent trajectory
+points queued and sends them at its next flush, so an outage costs no metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vaestudy.errors import UserError
@@ -83,13 +86,16 @@ def check_server(uri: str, timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def serve(backend_uri: str, startup_timeout: float = 180.0) -> Iterator[str]:
-    """Run `mlflow server` on loopback over `backend_uri`; yield its http:// URI."""
+def serve(
+    backend_uri: str, port: int | None = None, startup_timeout: float = 180.0
+) -> Iterator[str]:
+    """Run `mlflow server` on loopback over `backend_uri` (on `port`, or a free one); yield its
+    http:// URI. On exit the server's whole process group (uvicorn included) is stopped."""
     store = default_store()
     if backend_uri.startswith("sqlite:///"):
         store = Path(backend_uri.removeprefix("sqlite:///")).parent
     store.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = port or _free_port()
     uri = f"http://127.0.0.1:{port}"
     cmd = [
         sys.executable, "-m", "mlflow", "server",
@@ -97,8 +103,12 @@ def serve(backend_uri: str, startup_timeout: float = 180.0) -> Iterator[str]:
         "--artifacts-destination", str((store / "artifacts").resolve()),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
+    # The server's background job runner serves GenAI features vaestudy does not use.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(store / "server.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
@@ -116,12 +126,19 @@ def serve(backend_uri: str, startup_timeout: float = 180.0) -> Iterator[str]:
                 time.sleep(0.5)
         yield uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop_group(proc)
         log.close()
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group `proc` leads, then SIGKILL whatever is left after 20 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @contextlib.contextmanager
@@ -224,7 +241,9 @@ class TrialRun:
             client.update_run(run_id, status="RUNNING")
             history = client.get_metric_history(run_id, "train/loss")
             upto = max((m.step for m in history), default=-1)
-            return cls(client, run_id, upto)
+            reopened = cls(client, run_id, upto)
+            reopened.set_tags(tags)
+            return reopened
         all_tags = {PARENT: parent_run_id, TAG_TRIAL: trial_id, "mlflow.runName": trial_name}
         run = client.create_run(experiment, tags={**all_tags, **tags}, run_name=trial_name)
         return cls(client, run.info.run_id, -1)
@@ -241,11 +260,28 @@ class TrialRun:
             if k != "step" and math.isfinite(v)
         ]
 
-    def flush(self) -> None:
-        if self._pending:
-            log_metrics(self.client, self.run_id, self._pending)
-            self.logged_upto = max(m.step for m in self._pending)
-            self._pending = []
+    def flush(self, strict: bool = True) -> None:
+        """Send the queued trajectory points. The client already retries with backoff (about
+        four minutes by default); if the server is still away and `strict` is False, the points
+        stay queued for the next flush and training goes on."""
+        if not self._pending:
+            return
+        try:
+            while self._pending:  # chunk by chunk, so a retry never sends a chunk twice
+                chunk = self._pending[:MAX_BATCH]
+                self.client.log_batch(self.run_id, metrics=chunk)
+                sent = max(m.step for m in chunk)
+                self._pending = self._pending[MAX_BATCH:]
+        except (MlflowException, OSError) as exc:
+            if strict:
+                raise
+            print(
+                f"vaestudy: tracking server unavailable, {len(self._pending)} metrics kept "
+                f"for the next flush ({exc})",
+                file=sys.stderr,
+            )
+            return
+        self.logged_upto = max(self.logged_upto, sent)
 
     def log_final(self, metrics: dict[str, float], step: int, prefix: str = "test/") -> None:
         ts = now_ms()

@@ -169,6 +169,8 @@ def _new_tuner(study: Study, trainable, optuna_name: str, tune_path: Path) -> tu
             scheduler=scheduler,
             num_samples=_remaining_trials(study, optuna_name),
             max_concurrent_trials=spec.max_concurrent,
+            # A worker process runs trial after trial: torch and friends are imported once.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=tune_path.name,

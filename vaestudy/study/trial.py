@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,8 @@ from vaestudy.tracking import (
 from vaestudy.trainer import Diverged, Trainer
 
 STATE_FILE = "trainer.pt"
+TAG_PROCESS = "vaestudy.process"  # host:pid of the worker training the trial (latest attempt)
+TAG_RESTORED = "vaestudy.restored_from_step"  # set when a retry resumed from a checkpoint
 WORST = 1e30
 
 
@@ -81,7 +85,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         ctx.parent_run_id,
         context.get_trial_id(),
         context.get_trial_name(),
-        tags,
+        tags | {TAG_PROCESS: f"{socket.gethostname()}:{os.getpid()}"},
     )
     if run.closed is not None:
         # Tune replays a trial that ended after its last saved experiment state: do not train
@@ -96,15 +100,16 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     trainer = Trainer(cfg)
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None:  # Tune retries a crashed trial from its last checkpoint
         with checkpoint.as_directory() as folder:
             trainer.load_bytes((Path(folder) / STATE_FILE).read_bytes())
+        run.set_tags({TAG_RESTORED: str(trainer.step)})
     last_good = trainer.save_bytes()
     full_eval = _needs_full_eval(study)
 
     def on_eval(step: int, quick: dict[str, float]) -> None:
         nonlocal last_good
-        run.flush()
+        run.flush(strict=False)  # a tracking outage must not stop training
         test = trainer.evaluate(full=True) if full_eval else quick
         last_good = trainer.save_bytes()
         with tempfile.TemporaryDirectory() as folder:

@@ -1,0 +1,194 @@
+"""Faults injected for real into running studies: a killed trial worker, a stopped tracking
+server, and a load of 32 trials 8 at a time. Real Ray, real MLflow servers, real Optuna."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+
+import optuna
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from tests.test_study import TINY, children, steps, write_study
+from vaestudy.study.runner import run_study
+from vaestudy.study.spec import load_study
+from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED
+from vaestudy.tracking import TrialRun, serve
+
+# 400 images / batch 40 = 10 steps per epoch; a point every 10 steps, a checkpoint every 100.
+LONG = [*TINY, "train.log_every=10", "train.eval_every=100", "model.hidden=64"]
+
+
+def optuna_trials(client: MlflowClient, parent_id: str, store) -> list[optuna.trial.FrozenTrial]:
+    name = client.get_run(parent_id).data.tags["vaestudy.optuna_study"]
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{store}").trials
+
+
+def last_step(client: MlflowClient, run_id: str) -> int:
+    return max(steps(client, run_id, "train/loss"), default=0)
+
+
+def test_a_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(
+    tmp_path, shared_data, server, ray_session, monkeypatch
+):
+    """SIGKILL the worker process of a running trial: Tune retries it from its last checkpoint,
+    the retry continues the same MLflow run, and the trajectory has every point exactly once."""
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, shared_data, name="crash", max_concurrent=1, max_failures=2)
+    study = load_study(path, [*LONG, "study.num_trials=1", "train.epochs=120"])
+    client = MlflowClient(server)
+    killed: dict[str, str] = {}
+
+    def kill_the_worker() -> None:
+        deadline = time.monotonic() + 300
+        while not killed and time.monotonic() < deadline:
+            time.sleep(0.2)
+            exp = client.get_experiment_by_name("crash")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            for run in runs:
+                if TAG_PROCESS in run.data.tags and last_step(client, run.info.run_id) >= 300:
+                    killed.update(run=run.info.run_id, process=run.data.tags[TAG_PROCESS])
+                    os.kill(int(killed["process"].rsplit(":", 1)[1]), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_worker, daemon=True)
+    killer.start()
+    outcome = run_study(study, tracking_uri=server)
+    killer.join()
+    assert killed, "the trial finished before it could be killed"
+
+    (run,) = children(client, outcome.parent_run_id)
+    assert run.info.run_id == killed["run"]  # continued, not duplicated
+    assert run.info.status == "FINISHED" and "test/iwae_nll" in run.data.metrics
+    assert run.data.tags[TAG_PROCESS] != killed["process"]  # a new worker finished it
+    restored = int(run.data.tags[TAG_RESTORED])
+    assert restored >= 100 and restored % 100 == 0  # from a checkpoint, not from scratch
+    for key in ("train/loss", "train/kl", "train/lambda/recon"):
+        assert steps(client, run.info.run_id, key) == list(range(10, 1201, 10)), key
+    (trial,) = optuna_trials(client, outcome.parent_run_id, tmp_path / "mlflow" / "optuna.db")
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_tracking_server_outage_mid_study_loses_no_metrics(tmp_path, shared_data):
+    """Stop the MLflow server while trials are logging, bring it back on the same port and
+    store ~20 s later: the study finishes and every trajectory point is in MLflow."""
+    store = tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    port = free_port()
+    path = write_study(tmp_path, shared_data, name="outage", max_concurrent=1)
+    overrides = [*LONG, "study.num_trials=3", "train.epochs=60", "study.resources.cpu=1"]
+    uri = f"http://127.0.0.1:{port}"
+    log = tmp_path / "driver.log"
+    with ExitStack() as first:
+        first.enter_context(serve(f"sqlite:///{store}", port=port))
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "vaestudy.cli", "run", str(path), "--tracking-uri", uri]
+            + sum((["--set", o] for o in overrides), []),
+            cwd=tmp_path,
+            env={**os.environ, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"},  # retries at 2, 4, 8 s..
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        client = MlflowClient(uri)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # wait until the first trial is logging
+            time.sleep(0.5)
+            exp = client.get_experiment_by_name("outage")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            if any(last_step(client, r.info.run_id) > 0 for r in runs):
+                break
+        assert driver.poll() is None, log.read_text()[-3000:]
+    # the server is down now; trials keep training and their requests back off
+    time.sleep(5)
+    with serve(f"sqlite:///{store}", port=port):
+        assert driver.wait(timeout=500) == 0, log.read_text()[-3000:]
+        client = MlflowClient(uri)
+        parent = client.search_runs(
+            [client.get_experiment_by_name("outage").experiment_id],
+            filter_string="tags.`vaestudy.kind` = 'study'",
+        )[0]
+        kids = children(client, parent.info.run_id)
+        assert len(kids) == 3
+        gaps = []  # the outage fell inside a trial: its points straddle a long pause
+        for run in kids:
+            times = [m.timestamp for m in client.get_metric_history(run.info.run_id, "train/loss")]
+            gaps += [(b - a) / 1000 for a, b in zip(times, times[1:], strict=False)]
+        assert max(gaps) > 5
+        for run in kids:
+            assert run.info.status == "FINISHED", run.data.tags
+            for key in ("train/loss", "train/recon", "train/lambda/recon"):
+                assert steps(client, run.info.run_id, key) == list(range(10, 601, 10)), key
+            assert "test/iwae_nll" in run.data.metrics
+
+
+def test_unsent_trajectory_points_wait_for_the_next_flush(server, monkeypatch):
+    """Past the client's retries, a non-strict flush keeps the points and a later one sends
+    them; a strict flush (the trial's last) raises."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    client = MlflowClient(server)
+    experiment = client.create_experiment(f"buffer-{time.time_ns()}")
+    parent = client.create_run(experiment).info.run_id
+    run = TrialRun.open(client, experiment, parent, "t0", "t0", {})
+    run.add_row({"step": 1.0, "loss": 3.0})
+    run.client = MlflowClient(f"http://127.0.0.1:{free_port()}")  # nobody listens there
+    run.flush(strict=False)
+    run.add_row({"step": 2.0, "loss": 2.0})
+    run.flush(strict=False)
+    try:
+        run.flush(strict=True)
+        raise AssertionError("a strict flush to a dead server must raise")
+    except Exception as exc:  # noqa: BLE001 - MlflowException or a connection error
+        assert "127.0.0.1" in str(exc)
+    run.client = client
+    run.finish()
+    assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "train/loss")] == [
+        (1, 3.0),
+        (2, 2.0),
+    ]
+    assert client.get_run(run.run_id).info.status == RunStatus.to_string(RunStatus.FINISHED)
+
+
+def test_32_tiny_trials_8_at_once_keep_every_trajectory(
+    tmp_path, shared_data, server, ray_session, monkeypatch
+):
+    """Load: 32 trials, 8 running at once on 2 CPUs, one MLflow server; every trial's full
+    trajectory and test metrics are in MLflow and every Optuna trial is finished."""
+    monkeypatch.chdir(tmp_path)
+    path = write_study(tmp_path, shared_data, name="load", max_concurrent=8)
+    overrides = [
+        *TINY,
+        "study.num_trials=32",
+        "study.resources.cpu=0.25",
+        "data.train_limit=200",
+        "train.log_every=1",
+        "model.hidden=32",
+    ]
+    outcome = run_study(load_study(path, overrides), tracking_uri=server)
+    assert not outcome.interrupted
+    client = MlflowClient(server)
+    kids = children(client, outcome.parent_run_id)
+    assert len(kids) == 32
+    assert len({r.data.tags["vaestudy.trial_id"] for r in kids}) == 32
+    for run in kids:
+        if run.info.status == "FAILED":  # a diverged trial keeps its trajectory up to the fault
+            step = int(run.data.tags["vaestudy.failure_step"])
+            assert steps(client, run.info.run_id, "train/loss") == list(range(1, step + 1))
+            continue
+        assert run.info.status == "FINISHED"
+        for key in ("train/loss", "train/kl", "train/recon", "train/lambda/recon"):
+            assert steps(client, run.info.run_id, key) == [1, 2, 3, 4, 5], key
+        assert "test/iwae_nll" in run.data.metrics
+    trials = optuna_trials(client, outcome.parent_run_id, tmp_path / "mlflow" / "optuna.db")
+    assert len(trials) == 32 and all(t.state.is_finished() for t in trials)
