@@ -77,12 +77,15 @@ def seed_style(name: str, root: str, device: torch.device, batch: int, steps: in
     return (steps - 5) * batch / (time.perf_counter() - start)
 
 
-def vaestudy_style(name: str, root: str, device: torch.device, batch: int, steps: int) -> float:
+def vaestudy_style(
+    name: str, root: str, device: torch.device, batch: int, steps: int, compile: bool = False
+) -> float:
+    train = {"batch_size": batch, "device": str(device), "log_every": 100, "compile": compile}
     cfg = RunConfig.model_validate(
         {
             "data": {"root": root, "pixels": "bernoulli"},
             "objective": OBJECTIVES[name],
-            "train": {"batch_size": batch, "device": str(device), "log_every": 100},
+            "train": train,
         }
     )
     trainer = Trainer(cfg)
@@ -103,6 +106,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--compile", action="store_true", help="add a train.compile column")
     args = parser.parse_args()
     device = torch.device(args.device)
     name_dev = (
@@ -111,12 +115,17 @@ def main() -> None:
         else f"cpu ({torch.get_num_threads()} threads)"
     )
     print(f"MLP VAE, batch {args.batch}, {args.steps} steps, device {name_dev}\n")
-    print("| objective | seed-style samples/s | vaestudy samples/s | ratio |")
-    print("|---|---:|---:|---:|")
+    extra = " vaestudy + compile samples/s | ratio |" if args.compile else ""
+    print(f"| objective | seed-style samples/s | vaestudy samples/s | ratio |{extra}")
+    print("|---|---:|---:|---:|" + ("---:|---:|" if args.compile else ""))
     for name in OBJECTIVES:
         a = seed_style(name, args.data, device, args.batch, args.steps)
         b = vaestudy_style(name, args.data, device, args.batch, args.steps)
-        print(f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |")
+        line = f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |"
+        if args.compile:
+            c = vaestudy_style(name, args.data, device, args.batch, args.steps, compile=True)
+            line += f" {c:,.0f} | {c / a:.2f}x |"
+        print(line)
 
 
 if __name__ == "__main__":

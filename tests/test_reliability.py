@@ -15,9 +15,16 @@ from contextlib import ExitStack
 import optuna
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
 from tests.test_study import TINY, children, steps, write_study
-from vaestudy.study.runner import run_study
+from vaestudy.study.runner import (
+    _remaining_trials,
+    optuna_storage_url,
+    run_study,
+    settle_orphaned_trials,
+)
+from vaestudy.study.search import TUNE_ID
 from vaestudy.study.spec import load_study
 from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED
 from vaestudy.tracking import TrialRun, serve
@@ -192,3 +199,38 @@ def test_32_tiny_trials_8_at_once_keep_every_trajectory(
         assert "test/iwae_nll" in run.data.metrics
     trials = optuna_trials(client, outcome.parent_run_id, tmp_path / "mlflow" / "optuna.db")
     assert len(trials) == 32 and all(t.state.is_finished() for t in trials)
+
+
+def test_resume_settles_trials_a_killed_driver_left_running(
+    tmp_path, shared_data, server, monkeypatch
+):
+    """The driver died after two trials' MLflow runs ended (one finished, one diverged) but
+    before Optuna heard, and while a third was mid-run: on resume the first two count with
+    MLflow's outcome, the third is closed without counting, so it is run again."""
+    monkeypatch.chdir(tmp_path)
+    study = load_study(write_study(tmp_path, shared_data, name="orphans"), ["study.num_trials=4"])
+    client = MlflowClient(server)
+    experiment = client.create_experiment(f"orphans-{time.time_ns()}")
+    parent = client.create_run(experiment).info.run_id
+    ot = optuna.create_study(study_name="orphans", storage=optuna_storage_url())
+    outcomes = {"t-done": "FINISHED", "t-diverged": "FAILED", "t-running": None}
+    for tune_id, status in outcomes.items():
+        trial = ot.ask()
+        trial.set_user_attr(TUNE_ID, tune_id)
+        run = TrialRun.open(client, experiment, parent, tune_id, tune_id, {})
+        run.log_final({"kl": 12.5}, 10)
+        if status == "FAILED":
+            run.set_tags({"vaestudy.failure_reason": "nan", "vaestudy.failure_step": "3"})
+        if status:
+            run.finish(status)
+    assert _remaining_trials(study, "orphans") == 4
+
+    settle_orphaned_trials(study, "orphans", client, experiment, parent)
+    states = [t.state for t in ot.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING]
+    assert ot.trials[0].value == 12.5  # study metric test/kl, read back from MLflow
+    assert _remaining_trials(study, "orphans") == 2
+
+    settle_orphaned_trials(study, "orphans", client, experiment, parent, interrupted=True)
+    assert ot.trials[2].state == TrialState.FAIL
+    assert _remaining_trials(study, "orphans") == 2  # the interrupted one does not count

@@ -17,6 +17,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from vaestudy.config import load_run_config
     from vaestudy.progress import print_metrics, train_with_progress
 
+    if args.members:
+        from vaestudy.progress import print_members
+        from vaestudy.vectorized import VectorTrainer, member_configs
+
+        cfgs, varied = member_configs(args.config, args.set, args.members)
+        print_members(varied, VectorTrainer(cfgs).fit())
+        return 0
     cfg = load_run_config(args.config, args.set)
     result = train_with_progress(cfg)
     print_metrics("test", result.test)
@@ -129,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train one config (or a study's template) without Ray")
     train.add_argument("config", help="YAML config or study file")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key")
+    train.add_argument(
+        "--members",
+        action="append",
+        metavar="KEY=[V1,V2,...]",
+        help="train one member per value as one vectorised computation (keys: train.seed, "
+        "objective.multiplier.init and the objective's targets/weights, e.g. objective.kappa)",
+    )
     train.set_defaults(func=_cmd_train)
 
     validate = sub.add_parser("validate", help="check a study file without running it")

@@ -44,3 +44,16 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
     for key in sorted(metrics):
         table.add_row(key, _fmt(metrics[key]))
     console.print(table)
+
+
+def print_members(varied: dict[str, list], results: list[TrainResult]) -> None:
+    """One row per vectorised member: its varied values and its test metrics."""
+    shown = [k for k in ("elbo", "iwae_nll", "recon", "kl") if k in results[0].test]
+    shown += sorted(k for k in results[0].test if k.startswith("constraint/"))
+    table = Table(title="test metrics per member (nats per example)")
+    for key in ["member", *varied, *shown]:
+        table.add_column(key, justify="right")
+    for i, result in enumerate(results):
+        values = [str(v[i]) for v in varied.values()]
+        table.add_row(str(i), *values, *(_fmt(result.test[k]) for k in shown))
+    console.print(table)

@@ -202,6 +202,24 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def find_trial_run(
+    client: MlflowClient, experiment: str, parent_run_id: str, trial_id: str
+) -> Run | None:
+    """The child run of Tune trial `trial_id` in the study run `parent_run_id`, if any."""
+    found = client.search_runs(
+        [experiment],
+        filter_string=f"tags.{TAG_TRIAL} = '{trial_id}' and tags.`{PARENT}` = '{parent_run_id}'",
+        max_results=1,
+    )
+    return found[0] if found else None
+
+
+def ended(run: Run) -> bool:
+    """Whether a trial's run reached its own end: finished, or diverged (FAILED with a step)."""
+    status = run.info.status
+    return status == "FINISHED" or (status == "FAILED" and TAG_FAILURE_STEP in run.data.tags)
+
+
 class TrialRun:
     """A trial's child run: find-or-create by Tune trial id, then log into it."""
 
@@ -224,18 +242,11 @@ class TrialRun:
         trial_name: str,
         tags: dict[str, str],
     ) -> TrialRun:
-        found = client.search_runs(
-            [experiment],
-            filter_string=(
-                f"tags.{TAG_TRIAL} = '{trial_id}' and tags.`{PARENT}` = '{parent_run_id}'"
-            ),
-            max_results=1,
-        )
+        found = find_trial_run(client, experiment, parent_run_id, trial_id)
         if found:
-            run_id = found[0].info.run_id
-            status, run_tags = found[0].info.status, found[0].data.tags
-            if status == "FINISHED" or (status == "FAILED" and TAG_FAILURE_STEP in run_tags):
-                return cls(client, run_id, math.inf, closed=found[0])  # finished or diverged
+            run_id, run_tags = found.info.run_id, found.data.tags
+            if ended(found):
+                return cls(client, run_id, math.inf, closed=found)
             if TAG_FAILURE in run_tags:  # closed as an orphan earlier; it lives again
                 client.delete_tag(run_id, TAG_FAILURE)
             client.update_run(run_id, status="RUNNING")

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vaestudy.config import RunConfig
+from vaestudy.config import RunConfig, TrainConfig
 from vaestudy.data import DeviceData, load_data
 from vaestudy.evaluation import evaluate
 from vaestudy.likelihoods import make_nll
@@ -46,6 +46,16 @@ class Diverged(RuntimeError):
         self.reason = reason
 
 
+def make_optimizer(tc: TrainConfig, params: list[Tensor]) -> torch.optim.Optimizer:
+    """The configured optimiser; Adam and Adamax use the fused one-kernel update."""
+    kwargs: dict[str, Any] = {"lr": tc.lr}
+    if tc.optimizer in ("adam", "adamax"):
+        kwargs["betas"] = tc.betas
+    if tc.optimizer == "adam":
+        kwargs["fused"] = True
+    return _OPTIMIZERS[tc.optimizer](params, **kwargs)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -70,10 +80,7 @@ class Trainer:
         self.data = data if data is not None else load_data(cfg.data, self.device)
         self.model = build_model(cfg.model, self.data.n_classes).to(self.device)
         self.objective = build_objective(cfg.objective, make_nll(cfg.data)).to(self.device)
-        kwargs: dict[str, Any] = {"lr": tc.lr}
-        if tc.optimizer in ("adam", "adamax"):
-            kwargs["betas"] = tc.betas
-        self.optimizer = _OPTIMIZERS[tc.optimizer](self.model.parameters(), **kwargs)
+        self.optimizer = make_optimizer(tc, list(self.model.parameters()))
         self.generator = torch.Generator(device=self.device).manual_seed(tc.seed)
         self.step_t = torch.zeros((), dtype=torch.long, device=self.device)
         self.step = 0
@@ -94,19 +101,23 @@ class Trainer:
     def _train_step(self, idx: Tensor) -> tuple[Tensor, list[str]]:
         x, y = self.data.batch(idx, self.generator)
         out = self._forward(x, y if self.model.n_classes else None)
+        # Copied before the updates: λ in the metrics is the value this step's loss used.
+        values = torch.stack([out.loss, *out.metrics.values()]).detach().float()
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
         self.objective.update(out)
         self.step_t += 1
-        keys = ["loss", *out.metrics]
-        values = torch.stack([out.loss.detach(), *out.metrics.values()]).detach().float()
-        return values, keys
+        return values, ["loss", *out.metrics]
 
     def fit(
         self, on_log: LogCallback | None = None, on_eval: EvalCallback | None = None
     ) -> TrainResult:
         """Train to `total_steps` (continuing from a restored state), then evaluate fully."""
+        self._train_loop(on_log, on_eval)
+        return TrainResult(list(self.history), self.evaluate(full=True), self.step)
+
+    def _train_loop(self, on_log: LogCallback | None, on_eval: EvalCallback | None) -> None:
         tc = self.cfg.train
         eval_every = tc.eval_every or self.steps_per_epoch
         self.model.train()
@@ -134,7 +145,6 @@ class Trainer:
                     on_log(row)
             if eval_due:
                 on_eval(self.step, self.evaluate(full=False))
-        return TrainResult(list(self.history), self.evaluate(full=True), self.step)
 
     def _permutation(self) -> Tensor:
         # One permutation per epoch, drawn from the run's generator so restarts reproduce it.

@@ -11,7 +11,10 @@ means in nats:
   is D <= ε), `constraint_ma/<name>` (moving average of D) and `lambda/<name>` (multiplier).
 
 Constrained objectives also return `constraints = D − ε` (a [K] tensor) that `update()` hands to
-their `Multipliers` after the optimiser step. Nothing here touches Ray, MLflow or the host.
+their `Multipliers` after the optimiser step. The config values named in `hyper_fields` (targets
+and weights such as κ, ε, β) are held as float buffers: the loss reads them as tensors, so the
+vectorised trainer (`vaestudy.vectorized`) can give each member its own. Nothing here touches Ray,
+MLflow or the host.
 """
 
 from __future__ import annotations
@@ -55,12 +58,17 @@ class Objective(nn.Module):
     """Base class: the shared forward pass, the ELBO metrics and the multiplier bookkeeping."""
 
     constraint_names: tuple[str, ...] = ()
+    hyper_fields: tuple[str, ...] = ()  # config values held as buffers (None: not registered)
 
     def __init__(self, cfg, nll: NegLogLik) -> None:  # cfg: one of objectives.configs
         super().__init__()
         self.cfg = cfg
         self.nll = nll
         self.multipliers: Multipliers | None = None
+        for name in self.hyper_fields:
+            value = getattr(cfg, name, None)
+            if value is not None:
+                self.register_buffer(name, torch.tensor(value, dtype=torch.float32))
 
     def vae_pass(self, model: VAE, x: Tensor, y: Tensor | None) -> Pass:
         mu, logvar = model.encode(x)

@@ -16,16 +16,19 @@ from vaestudy.objectives.schedules import schedule_value
 
 
 class WeightedElbo(Objective):
-    def beta(self, step: Tensor) -> Tensor:
+    hyper_fields = ("beta",)  # β-VAE only
+
+    def weight(self, step: Tensor) -> Tensor:
+        """β(t): the schedule's value (KL annealing), β (β-VAE) or 1 (ELBO)."""
         name = self.cfg.name
         if name == "kl_annealing":
             return schedule_value(self.cfg.schedule, step)
-        return torch.tensor(self.cfg.beta if name == "beta_vae" else 1.0, device=step.device)
+        return self.beta if name == "beta_vae" else torch.ones((), device=step.device)
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)
-        beta = self.beta(step)
+        beta = self.weight(step)
         metrics["coef/beta"] = beta
         loss = metrics["recon"] + beta * metrics["kl"]
         return Output(loss, metrics)

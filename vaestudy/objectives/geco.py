@@ -11,7 +11,6 @@ gradient` it is the DeepMind tutorial's variant (λ by gradient ascent, reconstr
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from vaestudy.models import VAE
@@ -20,12 +19,13 @@ from vaestudy.objectives.base import ConstrainedObjective, Output
 
 class Geco(ConstrainedObjective):
     constraint_names = ("recon",)
+    hyper_fields = ("kappa",)
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)
         values = metrics["recon"].reshape(1)
-        targets = torch.full_like(values, self.cfg.kappa)
+        targets = self.kappa.reshape(1)
         c = values - targets
         lam = self.multipliers.value.detach()
         loss = metrics["kl"] + (lam * self.multipliers.straight_through(c)).sum()

@@ -13,7 +13,6 @@ KL[q(z|x)||q(z)] <= epsilon and moves by the configured rule.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from vaestudy.divergences import marginal_kl_bound
@@ -23,19 +22,20 @@ from vaestudy.objectives.base import ConstrainedObjective, Output
 
 class InvariantCvae(ConstrainedObjective):
     constraint_names = ("invariance",)
+    hyper_fields = ("beta", "epsilon")
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)
         marginal = marginal_kl_bound(p.mu, p.logvar).mean()
         lam = self.multipliers.value.detach()[0]
-        loss = (1 + lam) * metrics["recon"] + self.cfg.beta * metrics["kl"] + lam * marginal
+        loss = (1 + lam) * metrics["recon"] + self.beta * metrics["kl"] + lam * marginal
         metrics["kl_marginal"] = marginal
-        metrics["coef/beta"] = torch.tensor(self.cfg.beta, device=marginal.device)
+        metrics["coef/beta"] = self.beta
         metrics["lambda/invariance"] = self.multipliers.value[0]
         if self.cfg.epsilon is None:
             return Output(loss, metrics)
         values = marginal.reshape(1)
-        targets = torch.full_like(values, self.cfg.epsilon)
+        targets = self.epsilon.reshape(1)
         metrics.update(self.constraint_metrics(values, targets))
         return Output(loss, metrics, constraints=(values - targets).detach())

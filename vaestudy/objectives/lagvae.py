@@ -25,6 +25,7 @@ from vaestudy.objectives.base import ConstrainedObjective, Output
 
 class LagrangianVae(ConstrainedObjective):
     constraint_names = ("neg_elbo", "mmd")
+    hyper_fields = ("epsilon", "mi")
 
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
         p = self.vae_pass(model, x, y)
@@ -32,11 +33,11 @@ class LagrangianVae(ConstrainedObjective):
         nll, kl = metrics["recon"], metrics["kl"]
         scaled_mmd = self.cfg.mmd_scale * mmd(p.z, torch.randn_like(p.z))
         values = torch.stack([nll + kl, scaled_mmd])
-        targets = torch.tensor(self.cfg.epsilon, device=values.device, dtype=values.dtype)
-        alpha = self.cfg.mi
-        preference = alpha * nll if alpha > 0 else -alpha * kl
+        targets = self.epsilon
+        alpha = self.mi
+        preference = torch.where(alpha > 0, alpha * nll, -alpha * kl)
         c = values - targets
         loss = preference + (self.multipliers.value.detach() * c).sum()
-        metrics["coef/mi"] = torch.tensor(alpha, device=values.device)
+        metrics["coef/mi"] = alpha
         metrics.update(self.constraint_metrics(values, targets))
         return Output(loss, metrics, constraints=c.detach())

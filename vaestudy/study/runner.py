@@ -19,11 +19,12 @@ from pathlib import Path
 import optuna
 import ray
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from vaestudy.errors import UserError
-from vaestudy.study.search import make_search
+from vaestudy.study.search import ENDED, TUNE_ID, counts, make_search
 from vaestudy.study.spec import Study
 from vaestudy.study.trial import TrialContext, run_trial
 from vaestudy.tracking import (
@@ -33,7 +34,9 @@ from vaestudy.tracking import (
     TAG_STUDY,
     close_orphans,
     default_store,
+    ended,
     experiment_id,
+    find_trial_run,
     flatten,
     latest_study_run,
     log_params,
@@ -113,11 +116,17 @@ def run_study(
         )
         ended_cleanly: set[str] = set()  # Tune trials without error (stopped early, if unclosed)
         try:
+            if resume:  # trials that ended after the killed driver's last word to Optuna
+                settle_orphaned_trials(study, optuna_name, client, experiment, parent_id)
             if resume and tune.Tuner.can_restore(str(tune_path)):
                 # Finish the trials the interrupted experiment had started (from checkpoints).
                 tuner = tune.Tuner.restore(str(tune_path), trainable, resume_errored=True)
                 ended_cleanly |= _clean_trial_ids(tuner.fit())
                 tune_path = tune_path.with_name(f"{tune_path.name}-resumed-{_now()}")
+            if resume:  # what neither MLflow nor the restore finished is run again
+                settle_orphaned_trials(
+                    study, optuna_name, client, experiment, parent_id, interrupted=True
+                )
             if _remaining_trials(study, optuna_name) > 0:
                 client.set_tag(parent_id, TAG_TUNE_PATH, str(tune_path))
                 tuner = _new_tuner(study, trainable, optuna_name, tune_path)
@@ -142,13 +151,50 @@ def _now() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def _remaining_trials(study: Study, optuna_name: str) -> int:
+def _load_optuna(optuna_name: str) -> optuna.Study | None:
     try:
-        existing = optuna.load_study(study_name=optuna_name, storage=optuna_storage_url())
+        return optuna.load_study(study_name=optuna_name, storage=optuna_storage_url())
     except KeyError:
+        return None
+
+
+def _remaining_trials(study: Study, optuna_name: str) -> int:
+    existing = _load_optuna(optuna_name)
+    if existing is None:
         return study.spec.num_trials
-    done = [t for t in existing.trials if t.state.is_finished()]
+    done = [t for t in existing.trials if t.state.is_finished() and counts(t)]
     return max(0, study.spec.num_trials - len(done))
+
+
+def settle_orphaned_trials(
+    study: Study,
+    optuna_name: str,
+    client: MlflowClient,
+    experiment: str,
+    parent_id: str,
+    interrupted: bool = False,
+) -> None:
+    """Optuna trials a killed driver left RUNNING: tell Optuna what their MLflow runs hold (the
+    metrics of a finished run, FAILED for a diverged one). With `interrupted`, the rest (no
+    ended run) are closed as FAILED without `vaestudy_ended`, so they do not count and the
+    study runs that many trials again."""
+    ot = _load_optuna(optuna_name)
+    if ot is None:
+        return
+    for trial in ot.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tune_id = trial.user_attrs.get(TUNE_ID)
+        run = find_trial_run(client, experiment, parent_id, tune_id) if tune_id else None
+        if run is not None and ended(run):
+            values = [run.data.metrics.get(m) for m in study.spec.metrics]
+            diverged = run.info.status == "FAILED" or None in values
+            # storage API; FrozenTrial keeps the storage id private (optuna pinned < 6)
+            ot._storage.set_trial_user_attr(trial._trial_id, ENDED, True)
+            if diverged:
+                ot.tell(trial.number, state=TrialState.FAIL)
+            else:
+                ot.tell(trial.number, values if len(values) > 1 else values[0])
+        elif interrupted:
+            ot.tell(trial.number, state=TrialState.FAIL)
 
 
 def _new_tuner(study: Study, trainable, optuna_name: str, tune_path: Path) -> tune.Tuner:

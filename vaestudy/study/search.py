@@ -1,11 +1,18 @@
 """The Optuna side of a study: the define-by-run search space, samplers, and `StudySearch`.
 
-`StudySearch` is Ray Tune's `OptunaSearch` with one change: a trial that reports
-`vaestudy/diverged` is told to Optuna as FAILED instead of COMPLETE, so a diverged trial never
-counts as a (fake) objective value and never stays RUNNING in the Optuna study; and results of a
-trial Optuna already recorded as finished (replayed by Tune after a restore) are ignored. This reads
-OptunaSearch's private `_ot_trials`, `_ot_study` and `_completed_trials`; ray is pinned to
-2.60.0 and `tests/test_study.py` covers it.
+`StudySearch` is Ray Tune's `OptunaSearch` with these changes:
+
+- a trial that reports `vaestudy/diverged` is told to Optuna as FAILED instead of COMPLETE, so a
+  diverged trial never counts as a (fake) objective value and never stays RUNNING;
+- results of a trial Optuna already recorded as finished (replayed by Tune after a restore) are
+  ignored;
+- the Optuna study is the ledger of the study's trial budget: each Optuna trial records its Tune
+  trial id (`tune_trial_id`) and, when Tune ends it, `vaestudy_ended`; `suggest` stops once the
+  study holds `num_trials` trials that count (`counts`). Trials a killed driver left RUNNING are
+  settled from MLflow on `--resume` (`runner.settle_orphaned_trials`).
+
+This reads OptunaSearch's private `_ot_trials`, `_ot_study` and `_completed_trials`; ray is pinned
+to 2.60.0 and `tests/test_study.py` covers it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from vaestudy.study.spec import Choice, IntRange, LogUniform, SamplerSpec, Study, Uniform
@@ -71,7 +79,31 @@ def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.BruteForceSampler(seed=seed)
 
 
+TUNE_ID = "tune_trial_id"
+ENDED = "vaestudy_ended"
+
+
+def counts(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether an Optuna trial uses up one of the study's trials: all but the FAILED ones that
+    Tune never ended (left behind by a killed driver, to be run again)."""
+    return trial.state != TrialState.FAIL or bool(trial.user_attrs.get(ENDED))
+
+
 class StudySearch(OptunaSearch):
+    def __init__(self, *args: Any, num_trials: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.num_trials = num_trials
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id not in self._ot_trials:
+            used = sum(counts(t) for t in self._ot_study.get_trials(deepcopy=False))
+            if used >= self.num_trials:
+                return Searcher.FINISHED
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(TUNE_ID, trial_id)
+        return config
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # After a restore, Tune may replay a trial that Optuna already recorded as finished.
         with contextlib.suppress(UpdateFinishedTrialError):
@@ -80,6 +112,9 @@ class StudySearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            with contextlib.suppress(UpdateFinishedTrialError):
+                self._ot_trials[trial_id].set_user_attr(ENDED, True)
         if result and result.get(DIVERGED) and trial_id not in self._completed_trials:
             with contextlib.suppress(UpdateFinishedTrialError, ValueError):
                 self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL)
@@ -99,4 +134,5 @@ def make_search(study: Study, storage_url: str, study_name: str) -> StudySearch:
         sampler=make_sampler(spec.sampler),
         study_name=study_name,
         storage=optuna.storages.RDBStorage(storage_url),
+        num_trials=spec.num_trials,
     )

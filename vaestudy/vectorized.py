@@ -1,0 +1,201 @@
+"""Vectorised training: K runs of one architecture and objective as one batched computation.
+
+The K members are run configs that may differ only in `train.seed` (initialisation and noise),
+λ's initial value (`objective.multiplier.init`) and the objective's targets and weights listed in
+its `hyper_fields` (GECO's κ, the Lagrangian VAE's ε and mi, β, ...; held as buffers). Each
+member is built exactly as `Trainer` builds a run; then their parameters and buffers are stacked
+(`torch.func.stack_module_state`) and one `vmap(grad(...))` gives every member's loss, metrics and
+gradients in one pass. One optimizer steps the stacked parameters (element-wise, hence K
+independent optimizers with the shared settings) and the multipliers move as one [K, C] tensor.
+
+Members see the same batch sequence (that of the first member's seed): common random numbers,
+so differences between members come from their settings. The reparameterisation noise differs
+per member (`noise="different"`, the default) or is shared too (`noise="same"`: then member k
+computes exactly what `Trainer` computes for its config under the same random state).
+Trajectories are per member, from the same once-per-`log_every` host sync as `Trainer`; the
+final evaluation runs member by member.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from vaestudy.config import RunConfig, load_run_config, parse_overrides
+from vaestudy.data import DeviceData
+from vaestudy.errors import ConfigError
+from vaestudy.objectives.registry import objective_class
+from vaestudy.tracking import flatten
+from vaestudy.trainer import Diverged, LogCallback, Trainer, TrainResult, make_optimizer
+
+
+class _Member(nn.Module):
+    """Model + objective as one module, so one `functional_call` swaps both states."""
+
+    def __init__(self, model: nn.Module, objective: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, x: Tensor, y: Tensor | None, step: Tensor):
+        return self.objective(self.model, x, y, step)
+
+
+def varying_keys(cfg: RunConfig) -> list[str]:
+    """The dotted config keys members may differ in."""
+    hyper = objective_class(cfg.objective.name).hyper_fields
+    keys = ["train.seed", *(f"objective.{f}" for f in hyper)]
+    if hasattr(cfg.objective, "multiplier"):
+        keys.append("objective.multiplier.init")
+    return keys
+
+
+def _blank(cfg: RunConfig, keys: list[str]) -> dict[str, Any]:
+    raw = cfg.model_dump(mode="json")
+    for key in keys:
+        *path, last = key.split(".")
+        node = raw
+        for part in path:
+            node = node[part]
+        node[last] = None
+    return raw
+
+
+def check_members(cfgs: list[RunConfig]) -> None:
+    """Raise ConfigError unless all configs differ only in `varying_keys`."""
+    if not cfgs:
+        raise ConfigError("vectorised training needs at least one member config")
+    keys = varying_keys(cfgs[0])
+    base = _blank(cfgs[0], keys)
+    flat = flatten(base)
+    for i, cfg in enumerate(cfgs[1:], start=1):
+        other = flatten(_blank(cfg, keys))
+        differ = sorted(k for k in flat.keys() | other.keys() if flat.get(k) != other.get(k))
+        if differ:
+            raise ConfigError(
+                f"vectorised member {i} differs from member 0 in {', '.join(differ)}; members "
+                f"may differ only in {', '.join(keys)}"
+            )
+
+
+def member_configs(
+    path: str, overrides: list[str] | None, members: list[str]
+) -> tuple[list[RunConfig], dict[str, list[Any]]]:
+    """`--members objective.kappa=[80,100,120] --members train.seed=[0,1,2]`: the K configs
+    (the i-th value of every key goes to member i) and the varied values by key."""
+    varied = parse_overrides(members)
+    lengths = {key: len(v) if isinstance(v, list) else 0 for key, v in varied.items()}
+    if not varied or 0 in lengths.values() or len(set(lengths.values())) != 1:
+        raise ConfigError(
+            f"--members: expected KEY=[v1, v2, ...] lists of one common length, got {lengths}"
+        )
+    k = next(iter(lengths.values()))
+    cfgs = [
+        load_run_config(
+            path, [*(overrides or []), *(f"{key}={json.dumps(v[i])}" for key, v in varied.items())]
+        )
+        for i in range(k)
+    ]
+    return cfgs, varied
+
+
+class VectorTrainer(Trainer):
+    """Trains `cfgs` (see `check_members`) together; `fit()` returns one TrainResult each."""
+
+    def __init__(
+        self,
+        cfgs: list[RunConfig],
+        data: DeviceData | None = None,
+        noise: Literal["different", "same"] = "different",
+    ) -> None:
+        check_members(cfgs)
+        super().__init__(cfgs[0], data)  # its model and objective are the call template
+        self.members = [Trainer(cfg, self.data) for cfg in cfgs]
+        self.template = _Member(self.model, self.objective)
+        params, buffers = stack_module_state([_Member(m.model, m.objective) for m in self.members])
+        self.trainable = {k: v for k, v in params.items() if v.requires_grad}
+        self.state = {k: v for k, v in params.items() if not v.requires_grad} | buffers
+        # The multipliers of the template hold every member's λ and moving average as [K, C]
+        # tensors; their step counters are shared (in_dims None).
+        mult = self.objective.multipliers
+        if mult is not None:
+            mult.value = nn.Parameter(self.state["objective.multipliers.value"], False)
+            mult.ema = self.state["objective.multipliers.ema"]
+            mult._optimizer = None
+            self.state["objective.multipliers.value"] = mult.value
+            for name in ("seen", "steps"):
+                self.state[f"objective.multipliers.{name}"] = getattr(mult, name)
+        dims = {k: None if k.endswith((".seen", ".steps")) else 0 for k in self.state}
+        self.optimizer = make_optimizer(self.cfg.train, list(self.trainable.values()))
+        self._keys: list[str] = []
+        self._grad = vmap(
+            grad(self._member_loss, has_aux=True),
+            in_dims=(0, dims, None, None, None),
+            randomness=noise,
+        )
+
+    def _member_loss(self, trainable, state, x, y, step):
+        out = functional_call(self.template, {**trainable, **state}, (x, y, step))
+        if not self._keys:
+            self._keys = ["loss", *out.metrics]
+        values = torch.stack([out.loss, *out.metrics.values()]).detach().float()
+        c = out.constraints if out.constraints is not None else out.loss.new_zeros(0)
+        return out.loss, (values, c)
+
+    def _train_step(self, idx: Tensor) -> tuple[Tensor, list[str]]:
+        x, y = self.data.batch(idx, self.generator)
+        y = y if self.model.n_classes else None
+        grads, (values, constraints) = self._grad(self.trainable, self.state, x, y, self.step_t)
+        for name, p in self.trainable.items():
+            p.grad = grads[name]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.objective.update(_Out(constraints))
+        self.step_t += 1
+        return values, self._keys
+
+    def _log_row(self, keys: list[str], means: Tensor) -> dict[str, float]:
+        rows = []
+        for k, member in enumerate(self.members):
+            member.step = self.step
+            try:
+                rows.append(member._log_row(keys, means[k]))
+            except Diverged as exc:
+                raise Diverged(exc.step, f"member {k}: {exc.reason}") from None
+        return {f"{k}/{key}": v for k, row in enumerate(rows) for key, v in row.items()}
+
+    def _sync_members(self) -> None:
+        """Copy each member's slice of the stacked tensors back into its model and objective
+        (not the optimizers' moments: members are for evaluation and saving weights)."""
+        with torch.no_grad():
+            for k, member in enumerate(self.members):
+                module = _Member(member.model, member.objective)
+                for name, tensor in module.state_dict(keep_vars=True).items():
+                    source = self.trainable.get(name, self.state.get(name))
+                    if source is None or tensor is source:
+                        continue
+                    tensor.copy_(source if source.dim() == tensor.dim() else source[k])
+                member.step = self.step
+                member.step_t.fill_(self.step)
+
+    def fit(  # type: ignore[override]
+        self, on_log: LogCallback | None = None, on_eval: None = None
+    ) -> list[TrainResult]:
+        """Train every member to `total_steps`, then evaluate each fully. `on_log` gets one
+        row per interval with keys `<member>/<metric>`."""
+        if on_eval is not None:
+            raise ValueError("vectorised training evaluates once, at the end")
+        self._train_loop(on_log, None)
+        self._sync_members()
+        return [TrainResult(list(m.history), m.evaluate(full=True), m.step) for m in self.members]
+
+
+class _Out:
+    """What `Objective.update` reads from an Output: the constraint values."""
+
+    def __init__(self, constraints: Tensor) -> None:
+        self.constraints = constraints if constraints.numel() else None
