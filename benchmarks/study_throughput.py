@@ -12,24 +12,28 @@ overrides printed at the top):
 - `Ray Tune, empty trials`: the same number of trials of a function that only reports once:
   Tune's own per-trial cost (scheduling, worker, result handling).
 
-Per-trial overhead = study wall time per trial (1 at a time) − in-process time per trial. The
-MLflow server start (paid once per study) is timed separately and excluded from the study rows.
+Steady-state time per trial (1 at a time) comes from the MLflow runs: the median time from one
+trial's end to the next one's end. Ray + MLflow per-trial overhead = that − the in-process time
+per trial; the rest of the study's wall time is a fixed cost per study. The MLflow server start
+(once per session) is timed separately and is not in the rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import ray
+from mlflow.tracking import MlflowClient
 from ray import tune
 
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tracking import serve
+from vaestudy.tracking import PARENT, serve
 from vaestudy.trainer import Trainer
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "geco.yaml"
@@ -60,14 +64,25 @@ def in_process(args: argparse.Namespace) -> float:
     return time.perf_counter() - start
 
 
-def through_study(args: argparse.Namespace, concurrent: int, uri: str) -> float:
+def through_study(args: argparse.Namespace, concurrent: int, uri: str) -> tuple[float, float]:
+    """Wall time of the study, and the steady-state time per trial: the median, over trials
+    after the first, of MLflow run start to the previous run's end, plus the run's own length
+    (1 at a time only)."""
     study = load_study(STUDY, overrides(args, concurrent, f"bench-c{concurrent}-{time.time_ns()}"))
     start = time.perf_counter()
     outcome = run_study(study, tracking_uri=uri)
     wall = time.perf_counter() - start
     if outcome.finished + outcome.failed < args.trials:
         raise SystemExit(f"study with {concurrent} at a time ended early: {outcome}")
-    return wall
+    client = MlflowClient(uri)
+    runs = client.search_runs(
+        [client.get_run(outcome.parent_run_id).info.experiment_id],
+        filter_string=f"tags.`{PARENT}` = '{outcome.parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    ends = [r.info.end_time for r in runs]
+    steady = [(b.info.end_time - a) / 1000 for a, b in zip(ends, runs[1:], strict=False)]
+    return wall, statistics.median(steady)
 
 
 def empty_trials(args: argparse.Namespace, storage: str) -> float:
@@ -78,7 +93,9 @@ def empty_trials(args: argparse.Namespace, storage: str) -> float:
     tune.Tuner(
         tune.with_resources(trainable, {"cpu": 1}),
         param_space={"x": tune.uniform(0, 1)},
-        tune_config=tune.TuneConfig(num_samples=args.trials, max_concurrent_trials=1),
+        tune_config=tune.TuneConfig(
+            num_samples=args.trials, max_concurrent_trials=1, reuse_actors=True
+        ),
         run_config=tune.RunConfig(storage_path=storage, name="empty", verbose=0),
     ).fit()
     return time.perf_counter() - start
@@ -95,29 +112,36 @@ def main() -> None:
     print(f"GECO MLP VAE, {args.trials} trials of {args.epochs:g} epoch(s) on ")
     print(f"{args.train_limit} images, CPU ({cores} cores); overrides: {overrides(args, 1, '-')}\n")
 
-    rows: list[tuple[str, float]] = [("in-process, 1 at a time (Trainer only)", in_process(args))]
+    rows: list[tuple[str, float, float | None]] = []
+    inproc = in_process(args)
+    rows.append(("in-process, 1 at a time (Trainer only)", inproc, inproc / args.trials))
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         ray.init(num_cpus=cores, include_dashboard=False, logging_level="ERROR")
         started = time.perf_counter()
         with serve(f"sqlite:///{Path(tmp) / 'mlflow' / 'mlflow.db'}") as uri:
             server_start = time.perf_counter() - started
-            rows.append(("vaestudy study, 1 at a time", through_study(args, 1, uri)))
-            rows.append((f"vaestudy study, {cores} at a time", through_study(args, cores, uri)))
-        rows.append(("Ray Tune, empty trials, 1 at a time", empty_trials(args, tmp)))
+            rows.append(("vaestudy study, 1 at a time", *through_study(args, 1, uri)))
+            wall, _ = through_study(args, cores, uri)
+            rows.append((f"vaestudy study, {cores} at a time", wall, None))
+        empty = empty_trials(args, tmp)
+        rows.append(("Ray Tune, empty trials, 1 at a time", empty, None))
         ray.shutdown()
 
-    print("| mode | wall s | s per trial | trials per hour |")
-    print("|---|---:|---:|---:|")
-    for name, wall in rows:
+    print("| mode | wall s | s per trial (wall) | trials/h (wall) | s per trial, steady state |")
+    print("|---|---:|---:|---:|---:|")
+    for name, wall, steady in rows:
         per = wall / args.trials
-        print(f"| {name} | {wall:.1f} | {per:.2f} | {3600 / per:,.0f} |")
-    floor = rows[0][1] / args.trials
+        shown = f"{steady:.2f}" if steady is not None else "-"
+        print(f"| {name} | {wall:.1f} | {per:.2f} | {3600 / per:,.0f} | {shown} |")
+    study_steady = rows[1][2] or 0.0
     print(
-        f"\nRay + MLflow overhead per trial (1 at a time): {rows[1][1] / args.trials - floor:.2f} s"
+        f"\nRay + MLflow per trial, steady state: {study_steady - inproc / args.trials:.2f} s "
+        f"(of which Ray Tune alone: {empty / args.trials:.2f} s); fixed cost per study "
+        f"(Ray workers' start, Tune set-up and tear-down): "
+        f"{rows[1][1] - args.trials * study_steady:.1f} s"
     )
-    print(f"Ray Tune alone per trial: {rows[3][1] / args.trials:.2f} s")
-    print(f"MLflow server start (once per study, not in the rows): {server_start:.1f} s")
+    print(f"MLflow server start (once per session, not in the rows): {server_start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -11,14 +11,16 @@ step after a backward through the Lagrangian. Prints samples/s for each and the 
 
 from __future__ import annotations
 
-import argparse
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from benchmarks.common import base_parser, device_name
 from vaestudy.config import RunConfig
 from vaestudy.divergences import gaussian_kl, mmd
 from vaestudy.models import build_model
@@ -100,30 +102,31 @@ def vaestudy_style(
     return (steps - 5) * batch / (time.perf_counter() - start)
 
 
+def median(repeats: int, measure: Callable[..., float], args: tuple) -> float:
+    return statistics.median(measure(*args) for _ in range(repeats))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=300)
+    parser = base_parser(__doc__.splitlines()[0], steps=300)
     parser.add_argument("--compile", action="store_true", help="add a train.compile column")
+    parser.add_argument("--repeats", type=int, default=3, help="median of this many runs")
     args = parser.parse_args()
     device = torch.device(args.device)
-    name_dev = (
-        torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)"
+    name_dev = device_name(device)
+    print(
+        f"MLP VAE, batch {args.batch}, {args.steps} steps, device {name_dev}, "
+        f"median of {args.repeats} runs\n"
     )
-    print(f"MLP VAE, batch {args.batch}, {args.steps} steps, device {name_dev}\n")
     extra = " vaestudy + compile samples/s | ratio |" if args.compile else ""
     print(f"| objective | seed-style samples/s | vaestudy samples/s | ratio |{extra}")
     print("|---|---:|---:|---:|" + ("---:|---:|" if args.compile else ""))
     for name in OBJECTIVES:
-        a = seed_style(name, args.data, device, args.batch, args.steps)
-        b = vaestudy_style(name, args.data, device, args.batch, args.steps)
+        run = (name, args.data, device, args.batch, args.steps)
+        a = median(args.repeats, seed_style, run)
+        b = median(args.repeats, vaestudy_style, run)
         line = f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |"
         if args.compile:
-            c = vaestudy_style(name, args.data, device, args.batch, args.steps, compile=True)
+            c = median(args.repeats, vaestudy_style, (*run, True))
             line += f" {c:,.0f} | {c / a:.2f}x |"
         print(line)
 

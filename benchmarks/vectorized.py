@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from benchmarks.common import base_parser, device_name
 from vaestudy.config import RunConfig
 from vaestudy.data import load_data
 from vaestudy.trainer import Trainer
@@ -28,7 +29,11 @@ def configs(args: argparse.Namespace, k: int) -> list[RunConfig]:
         RunConfig.model_validate(
             {
                 "data": {"root": args.data, "pixels": "binarized"},
-                "objective": {"name": "geco", "kappa": 80.0 + 5.0 * i},
+                "objective": {
+                    "name": "geco",
+                    "kappa": 90.0 + 5.0 * i,
+                    "multiplier": {"update": "geco", "lr": 1e-4, "max": 1e4},
+                },
                 "train": {"batch_size": args.batch, "device": args.device, "seed": i},
             }
         )
@@ -50,19 +55,11 @@ def timed_loop(trainer: Trainer, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=100)
+    parser = base_parser(__doc__.splitlines()[0], steps=100)
     parser.add_argument("--members", type=int, nargs="+", default=[4, 16])
     args = parser.parse_args()
     device = torch.device(args.device)
-    name = (
-        torch.cuda.get_device_name()
-        if device.type == "cuda"
-        else f"cpu ({torch.get_num_threads()} threads)"
-    )
+    name = device_name(device)
     print(f"GECO MLP VAE, batch {args.batch}, {args.steps} steps per trial, device {name}\n")
     print(
         "| K | one at a time, s | vectorised, s | trials/h, one at a time | trials/h, vectorised "

@@ -64,8 +64,11 @@ class TrainConfig(Section):
     eval_every: int = Field(0, ge=0, description="steps between held-out checks (0: each epoch)")
     iwae_samples: int = Field(100, gt=0)
     eval_batch_size: int = Field(500, gt=0)
-    compile: bool = False
-    bf16: bool = False
+    compile: bool = Field(False, description="torch.compile the forward pass and loss")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode; reduce-overhead captures CUDA graphs on GPU"
+    )
+    bf16: bool = Field(False, description="bfloat16 autocast of the forward pass (CUDA only)")
     max_lambda: float = Field(
         1e5, gt=0, description="a multiplier above this counts as running away (trial stops)"
     )

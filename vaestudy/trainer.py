@@ -89,7 +89,7 @@ class Trainer:
         self.total_steps = max(1, round(tc.epochs * self.steps_per_epoch))
         self._forward = self._loss_and_metrics
         if tc.compile:
-            self._forward = torch.compile(self._loss_and_metrics)
+            self._forward = torch.compile(self._loss_and_metrics, mode=tc.compile_mode)
         self._autocast = tc.bf16 and self.device.type == "cuda"
 
     # -- the hot loop --------------------------------------------------------------------------
