@@ -49,7 +49,7 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(
     the retry continues the same MLflow run, and the trajectory has every point exactly once."""
     monkeypatch.chdir(tmp_path)
     path = write_study(tmp_path, shared_data, name="crash", max_concurrent=1, max_failures=2)
-    study = load_study(path, [*LONG, "study.num_trials=1", "train.epochs=120"])
+    study = load_study(path, [*LONG, "study.num_trials=1", "train.epochs=200"])
     client = MlflowClient(server)
     killed: dict[str, str] = {}
 
@@ -77,7 +77,7 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(
     restored = int(run.data.tags[TAG_RESTORED])
     assert restored >= 100 and restored % 100 == 0  # from a checkpoint, not from scratch
     for key in ("train/loss", "train/kl", "train/lambda/recon"):
-        assert steps(client, run.info.run_id, key) == list(range(10, 1201, 10)), key
+        assert steps(client, run.info.run_id, key) == list(range(10, 2001, 10)), key
     (trial,) = optuna_trials(client, outcome.parent_run_id, tmp_path / "mlflow" / "optuna.db")
     assert trial.state == optuna.trial.TrialState.COMPLETE
 
@@ -95,7 +95,8 @@ def test_a_tracking_server_outage_mid_study_loses_no_metrics(tmp_path, shared_da
     store.parent.mkdir()
     port = free_port()
     path = write_study(tmp_path, shared_data, name="outage", max_concurrent=1)
-    overrides = [*LONG, "study.num_trials=3", "train.epochs=60", "study.resources.cpu=1"]
+    # the full-size model (hidden 512): a trial lasts seconds, long enough to meet the outage
+    overrides = [*LONG, "study.num_trials=3", "train.epochs=60", "model.hidden=512"]
     uri = f"http://127.0.0.1:{port}"
     log = tmp_path / "driver.log"
     with ExitStack() as first:
