@@ -13,7 +13,7 @@ so differences between members come from their settings. The reparameterisation 
 per member (`noise="different"`, the default) or is shared too (`noise="same"`: then member k
 computes exactly what `Trainer` computes for its config under the same random state).
 Trajectories are per member, from the same once-per-`log_every` host sync as `Trainer`; the
-final evaluation runs member by member.
+final evaluation runs member by member. `train.compile` and `train.bf16` do not apply here.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 from vaestudy.config import RunConfig, load_run_config, parse_overrides
 from vaestudy.data import DeviceData
 from vaestudy.errors import ConfigError
+from vaestudy.objectives.base import Output
 from vaestudy.objectives.registry import objective_class
 from vaestudy.tracking import flatten
 from vaestudy.trainer import Diverged, LogCallback, Trainer, TrainResult, make_optimizer
@@ -138,7 +139,15 @@ class VectorTrainer(Trainer):
             randomness=noise,
         )
 
-    def _member_loss(self, trainable, state, x, y, step):
+    def _member_loss(
+        self,
+        trainable: dict[str, Tensor],
+        state: dict[str, Tensor],
+        x: Tensor,
+        y: Tensor | None,
+        step: Tensor,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One member's loss (differentiated by `grad`), its metric vector and constraints."""
         out = functional_call(self.template, {**trainable, **state}, (x, y, step))
         if not self._keys:
             self._keys = ["loss", *out.metrics]
@@ -154,7 +163,8 @@ class VectorTrainer(Trainer):
             p.grad = grads[name]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.objective.update(_Out(constraints))
+        if constraints.numel():
+            self.objective.update(Output(values, {}, constraints))
         self.step_t += 1
         return values, self._keys
 
@@ -192,10 +202,3 @@ class VectorTrainer(Trainer):
         self._train_loop(on_log, None)
         self._sync_members()
         return [TrainResult(list(m.history), m.evaluate(full=True), m.step) for m in self.members]
-
-
-class _Out:
-    """What `Objective.update` reads from an Output: the constraint values."""
-
-    def __init__(self, constraints: Tensor) -> None:
-        self.constraints = constraints if constraints.numel() else None
