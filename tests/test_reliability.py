@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from vaestudy.study.runner import (
 from vaestudy.study.search import TUNE_ID
 from vaestudy.study.spec import load_study
 from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED
-from vaestudy.tracking import TrialRun, serve
+from vaestudy.tracking import TrialRun, free_port, serve
 
 # 400 images / batch 40 = 10 steps per epoch; a point every 10 steps, a checkpoint every 100.
 LONG = [*TINY, "train.log_every=10", "train.eval_every=100", "model.hidden=64"]
@@ -80,12 +79,6 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(
         assert steps(client, run.info.run_id, key) == list(range(10, 2001, 10)), key
     (trial,) = optuna_trials(client, outcome.parent_run_id, tmp_path / "mlflow" / "optuna.db")
     assert trial.state == optuna.trial.TrialState.COMPLETE
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_tracking_server_outage_mid_study_loses_no_metrics(tmp_path, shared_data):

@@ -65,7 +65,8 @@ def store_uri(uri: str | None) -> str:
     return f"sqlite:///{(default_store() / 'mlflow.db').resolve()}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -95,7 +96,7 @@ def serve(
     if backend_uri.startswith("sqlite:///"):
         store = Path(backend_uri.removeprefix("sqlite:///")).parent
     store.mkdir(parents=True, exist_ok=True)
-    port = port or _free_port()
+    port = port or free_port()
     uri = f"http://127.0.0.1:{port}"
     cmd = [
         sys.executable, "-m", "mlflow", "server",
