@@ -1,14 +1,17 @@
 """Study throughput: trials per hour through the whole stack, and what Ray + MLflow add per trial.
 
-    python -m benchmarks.study_throughput --data ../shared/data [--trials 8] [--epochs 1]
+    python -m benchmarks.study_throughput --data ../shared/data [--trials 8] [--epochs 1] [--pack 4]
 
 Runs, in one process and side by side, the same small GECO study (studies/geco.yaml with the
-overrides printed at the top):
+overrides printed at the top; the search is over κ and λ's initial value, which packed trials
+may differ in, in every row):
 
 - `in-process`: each trial's config trained by `Trainer` directly, one after another (training
   plus the full held-out evaluation; no Ray, no MLflow): the floor.
 - `study, 1 at a time` / `study, N at a time`: `run_study` with real Ray Tune, Optuna and a
   loopback MLflow server, every trial logging its trajectory, metrics and artifacts.
+- `study, packs of K`: `study.pack = K`, one pack at a time: K trials per Ray Tune trial as one
+  vectorised computation (`VectorTrainer`), each still with its own MLflow run and Optuna result.
 - `Ray Tune, empty trials`: the same number of trials of a function that only reports once:
   Tune's own per-trial cost (scheduling, worker, result handling).
 
@@ -39,7 +42,13 @@ from vaestudy.trainer import Trainer
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "geco.yaml"
 
 
-def overrides(args: argparse.Namespace, concurrent: int, name: str) -> list[str]:
+SEARCH = (
+    '{"objective.kappa": {"uniform": [80.0, 120.0]}, '
+    '"objective.multiplier.init": {"loguniform": [0.1, 10.0]}}'
+)
+
+
+def overrides(args: argparse.Namespace, concurrent: int, name: str, pack: int = 1) -> list[str]:
     return [
         f"data.root={Path(args.data).resolve()}",
         f"data.train_limit={args.train_limit}",
@@ -51,6 +60,8 @@ def overrides(args: argparse.Namespace, concurrent: int, name: str) -> list[str]
         f"study.max_concurrent={concurrent}",
         f"study.resources.cpu={os.cpu_count() / concurrent:g}",
         f"study.name={name}",
+        f"study.pack={pack}",
+        f"study.search={SEARCH}",
     ]
 
 
@@ -64,11 +75,13 @@ def in_process(args: argparse.Namespace) -> float:
     return time.perf_counter() - start
 
 
-def through_study(args: argparse.Namespace, concurrent: int, uri: str) -> tuple[float, float]:
+def through_study(
+    args: argparse.Namespace, concurrent: int, uri: str, pack: int = 1
+) -> tuple[float, float]:
     """Wall time of the study, and the steady-state time per trial: the median, over trials
-    after the first, of MLflow run start to the previous run's end, plus the run's own length
-    (1 at a time only)."""
-    study = load_study(STUDY, overrides(args, concurrent, f"bench-c{concurrent}-{time.time_ns()}"))
+    after the first, of one MLflow run's end to the next one's (meaningful 1 at a time)."""
+    name = f"bench-c{concurrent}-p{pack}-{time.time_ns()}"
+    study = load_study(STUDY, overrides(args, concurrent, name, pack))
     start = time.perf_counter()
     outcome = run_study(study, tracking_uri=uri)
     wall = time.perf_counter() - start
@@ -107,6 +120,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--train-limit", type=int, default=4000)
+    parser.add_argument("--pack", type=int, default=4, help="trials per pack (vectorised)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     print(f"GECO MLP VAE, {args.trials} trials of {args.epochs:g} epoch(s) on ")
@@ -124,6 +138,8 @@ def main() -> None:
             rows.append(("vaestudy study, 1 at a time", *through_study(args, 1, uri)))
             wall, _ = through_study(args, cores, uri)
             rows.append((f"vaestudy study, {cores} at a time", wall, None))
+            wall, _ = through_study(args, 1, uri, args.pack)
+            rows.append((f"vaestudy study, packs of {args.pack}, 1 pack at a time", wall, None))
         empty = empty_trials(args, tmp)
         rows.append(("Ray Tune, empty trials, 1 at a time", empty, None))
         ray.shutdown()

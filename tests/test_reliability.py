@@ -12,6 +12,7 @@ import time
 from contextlib import ExitStack
 
 import optuna
+import pytest
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -41,14 +42,27 @@ def last_step(client: MlflowClient, run_id: str) -> int:
     return max(steps(client, run_id, "train/loss"), default=0)
 
 
+# pack 2: the searched keys must be ones packed trials may differ in
+PACKABLE = {
+    "objective.kappa": {"uniform": [80.0, 120.0]},
+    "objective.multiplier.init": {"loguniform": [0.1, 10.0]},
+}
+
+
+@pytest.mark.parametrize("pack", [1, 2], ids=["trial", "pack"])
 def test_a_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(
-    tmp_path, shared_data, server, ray_session, monkeypatch
+    tmp_path, shared_data, server, ray_session, monkeypatch, pack
 ):
-    """SIGKILL the worker process of a running trial: Tune retries it from its last checkpoint,
-    the retry continues the same MLflow run, and the trajectory has every point exactly once."""
+    """SIGKILL the worker process of a running trial (or pack of trials): Tune retries it from
+    its last checkpoint, the retry continues the same MLflow runs, and every trajectory has
+    every point exactly once."""
     monkeypatch.chdir(tmp_path)
-    path = write_study(tmp_path, shared_data, name="crash", max_concurrent=1, max_failures=2)
-    study = load_study(path, [*LONG, "study.num_trials=1", "train.epochs=200"])
+    name = f"crash-{pack}"
+    changes = {"pack": pack, "search": PACKABLE} if pack > 1 else {}
+    path = write_study(
+        tmp_path, shared_data, name=name, max_concurrent=1, max_failures=2, **changes
+    )
+    study = load_study(path, [*LONG, f"study.num_trials={pack}", "train.epochs=200"])
     client = MlflowClient(server)
     killed: dict[str, str] = {}
 
@@ -56,12 +70,13 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(
         deadline = time.monotonic() + 300
         while not killed and time.monotonic() < deadline:
             time.sleep(0.2)
-            exp = client.get_experiment_by_name("crash")
+            exp = client.get_experiment_by_name(name)
             runs = client.search_runs([exp.experiment_id]) if exp else []
             for run in runs:
                 if TAG_PROCESS in run.data.tags and last_step(client, run.info.run_id) >= 300:
                     killed.update(run=run.info.run_id, process=run.data.tags[TAG_PROCESS])
                     os.kill(int(killed["process"].rsplit(":", 1)[1]), signal.SIGKILL)
+                    break
 
     killer = threading.Thread(target=kill_the_worker, daemon=True)
     killer.start()
@@ -69,16 +84,17 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(
     killer.join()
     assert killed, "the trial finished before it could be killed"
 
-    (run,) = children(client, outcome.parent_run_id)
-    assert run.info.run_id == killed["run"]  # continued, not duplicated
-    assert run.info.status == "FINISHED" and "test/iwae_nll" in run.data.metrics
-    assert run.data.tags[TAG_PROCESS] != killed["process"]  # a new worker finished it
-    restored = int(run.data.tags[TAG_RESTORED])
-    assert restored >= 100 and restored % 100 == 0  # from a checkpoint, not from scratch
-    for key in ("train/loss", "train/kl", "train/lambda/recon"):
-        assert steps(client, run.info.run_id, key) == list(range(10, 2001, 10)), key
-    (trial,) = optuna_trials(client, outcome.parent_run_id, tmp_path / "mlflow" / "optuna.db")
-    assert trial.state == optuna.trial.TrialState.COMPLETE
+    runs = children(client, outcome.parent_run_id)
+    assert len(runs) == pack and killed["run"] in {r.info.run_id for r in runs}  # continued
+    for run in runs:
+        assert run.info.status == "FINISHED" and "test/iwae_nll" in run.data.metrics
+        assert run.data.tags[TAG_PROCESS] != killed["process"]  # a new worker finished it
+        restored = int(run.data.tags[TAG_RESTORED])
+        assert restored >= 100 and restored % 100 == 0  # from a checkpoint, not from scratch
+        for key in ("train/loss", "train/kl", "train/lambda/recon"):
+            assert steps(client, run.info.run_id, key) == list(range(10, 2001, 10)), key
+    trials = optuna_trials(client, outcome.parent_run_id, tmp_path / "mlflow" / "optuna.db")
+    assert len(trials) == pack and all(t.state == TrialState.COMPLETE for t in trials)
 
 
 def test_a_tracking_server_outage_mid_study_loses_no_metrics(tmp_path, shared_data):

@@ -56,6 +56,8 @@ def write_study(tmp_path: Path, shared_data: Path, **study_changes) -> Path:
         ({"resources": {"gpu": 2}}, "study.resources.gpu"),
         ({"metric": "test/nonsense"}, "unknown metric"),
         ({"colour": "blue"}, "study.colour: unknown key"),
+        ({"pack": 2}, "study.search.objective.multiplier.ema: with study.pack > 1"),
+        ({"pack": 2, "scheduler": {"kind": "asha"}}, "a scheduler stops single trials"),
     ],
 )
 def test_bad_study_fails_before_anything_starts(
@@ -203,6 +205,60 @@ def test_a_diverging_trial_fails_alone(tmp_path, shared_data, server, ray_sessio
     )
     states = sorted(t.state.name for t in ot.trials)
     assert states == ["COMPLETE", "FAIL"]
+
+
+def test_a_packed_study_trains_trials_together_and_tells_each_its_own_result(
+    tmp_path, shared_data, server, ray_session, monkeypatch
+):
+    """pack: 3 over a 2 x 2 grid: 4 trials in 2 Tune trials (3 + 1). Each trial has its own
+    MLflow run with its own parameters, trajectory and test metrics, and its own Optuna result;
+    the two members that start with λ above train.max_lambda fail alone."""
+    monkeypatch.chdir(tmp_path)
+    path = write_study(
+        tmp_path,
+        shared_data,
+        name="packed",
+        pack=3,
+        sampler={"kind": "grid"},
+        search={
+            "objective.multiplier.init": {"choice": [1.0, 1.0e9]},
+            "objective.kappa": {"choice": [90.0, 110.0]},
+        },
+    )
+    overrides = [*TINY, "study.num_trials=4", "objective.multiplier.max=1.0e+12"]
+    outcome = run_study(load_study(path, overrides), tracking_uri=server)
+    assert not outcome.interrupted and (outcome.finished, outcome.failed) == (2, 2)
+    client = MlflowClient(server)
+    runs = {r.data.tags["vaestudy.trial_id"]: r for r in children(client, outcome.parent_run_id)}
+    assert len(runs) == 4
+    assert len({key.split("/")[0] for key in runs}) == 2  # two Tune trials
+    for run in runs.values():
+        if float(run.data.params["objective.multiplier.init"]) > 1:
+            assert run.info.status == "FAILED"
+            assert "lambda/recon" in run.data.tags["vaestudy.failure_reason"]
+            assert steps(client, run.info.run_id, "train/loss") == [2]
+        else:
+            assert run.info.status == "FINISHED"
+            for key in ("train/kl", "train/recon", "train/lambda/recon", "train/loss"):
+                assert steps(client, run.info.run_id, key) == [2, 4, 6, 8, 10], key
+            names = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert {"samples.png", "model.pt"} <= names
+    ot = optuna.load_study(
+        study_name=client.get_run(outcome.parent_run_id).data.tags["vaestudy.optuna_study"],
+        storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}",
+    )
+    assert len(ot.trials) == 4
+    for trial in ot.trials:  # each Optuna trial holds its own member's parameters and result
+        run = runs[trial.user_attrs["tune_trial_id"]]
+        for key, value in trial.params.items():
+            assert float(run.data.params[key]) == value, key
+        if run.info.status == "FINISHED":
+            assert trial.state.name == "COMPLETE"
+            assert trial.value == pytest.approx(run.data.metrics["test/kl"])
+        else:
+            assert trial.state.name == "FAIL"
+    kl = {r.data.metrics["test/kl"] for r in runs.values() if r.info.status == "FINISHED"}
+    assert len(kl) == 2  # the two finished members trained apart
 
 
 def test_unreachable_tracking_server_is_reported_before_training(

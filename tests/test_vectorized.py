@@ -115,3 +115,58 @@ def test_train_command_runs_members_as_one_computation(tiny_mnist, tmp_path, cap
     bad = ["--members", "objective.kappa=[300, 500]", "--members", "train.seed=[0]"]
     assert main(["train", str(config), *bad]) == 2
     assert "one common length" in capsys.readouterr().err
+
+
+def test_a_diverging_member_fails_alone(tiny_mnist):
+    """Member 1 starts with λ above train.max_lambda: it stops at its first trajectory point,
+    with the reason; member 0 trains on and ends exactly where its own Trainer ends."""
+    geco = {"name": "geco", "multiplier": {"update": "geco", "lr": 1e-3, "max": 1e12}}
+    ok = {"objective": {"multiplier": {**geco["multiplier"], "init": 1.0}}}
+    bad = {"objective": {"multiplier": {**geco["multiplier"], "init": 1e9}}}
+    cfgs = vector_cfgs(tiny_mnist, geco, [ok, bad])
+    vt = VectorTrainer(cfgs, noise="same")
+    torch.manual_seed(3)
+    good, failed = vt.fit()
+    single = Trainer(cfgs[0], vt.data)
+    torch.manual_seed(3)
+    alone = single.fit()
+
+    assert failed.diverged is not None and "lambda/recon" in failed.diverged.reason
+    assert failed.test == {} and [row["step"] for row in failed.history] == [2]
+    assert good.diverged is None and good.steps == alone.steps == 8
+    assert [r["step"] for r in good.history] == [r["step"] for r in alone.history]
+    for mine, theirs in zip(good.history, alone.history, strict=True):
+        for key in ("loss", "kl", "recon", "lambda/recon"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-4), key
+    for key in ("elbo", "kl", "recon", "iwae_nll"):
+        assert good.test[key] == pytest.approx(alone.test[key], rel=1e-4, abs=1e-4), key
+
+
+def test_vectorised_checkpoint_resumes_where_it_stopped(tiny_mnist):
+    """Save after 4 steps, load into a fresh VectorTrainer, train to 8: the stacked parameters,
+    multipliers and trajectories equal those of an uninterrupted run."""
+    cfgs = vector_cfgs(
+        tiny_mnist,
+        {"name": "lagvae", "multiplier": {"lr": 1e-2}},
+        [{"objective": {"mi": 1.0}}, {"objective": {"mi": -1.0}, "train": {"seed": 1}}],
+    )
+    straight = VectorTrainer(cfgs)
+    torch.manual_seed(5)
+    straight._train_loop(None, None)
+
+    first = VectorTrainer(cfgs)
+    first.total_steps = 4
+    torch.manual_seed(5)
+    first._train_loop(None, None)
+    blob, rng = first.save_bytes(), torch.get_rng_state()
+    resumed = VectorTrainer(cfgs)
+    resumed.load_bytes(blob)
+    torch.set_rng_state(rng)
+    resumed._train_loop(None, None)
+
+    assert resumed.step == straight.step == 8
+    for name, tensor in {**straight.trainable, **straight.state}.items():
+        other = {**resumed.trainable, **resumed.state}[name]
+        torch.testing.assert_close(other, tensor, msg=name)
+    for a, b in zip(resumed.members, straight.members, strict=True):
+        assert a.history == b.history and len(a.history) == 4

@@ -47,13 +47,20 @@ def print_metrics(title: str, metrics: dict[str, float]) -> None:
 
 
 def print_members(varied: dict[str, list], results: list[TrainResult]) -> None:
-    """One row per vectorised member: its varied values and its test metrics."""
-    shown = [k for k in ("elbo", "iwae_nll", "recon", "kl") if k in results[0].test]
-    shown += sorted(k for k in results[0].test if k.startswith("constraint/"))
+    """One row per vectorised member: its varied values and its test metrics (or, for a member
+    that diverged, why and when)."""
+    test = next((r.test for r in results if r.diverged is None), {})
+    shown = [k for k in ("elbo", "iwae_nll", "recon", "kl") if k in test]
+    shown += sorted(k for k in test if k.startswith("constraint/"))
     table = Table(title="test metrics per member (nats per example)")
-    for key in ["member", *varied, *shown]:
+    status = any(r.diverged is not None for r in results)  # a column only when needed
+    for key in ["member", *varied, *(["status"] if status else []), *shown]:
         table.add_column(key, justify="right")
     for i, result in enumerate(results):
-        values = [str(v[i]) for v in varied.values()]
-        table.add_row(str(i), *values, *(_fmt(result.test[k]) for k in shown))
+        cells = [str(i), *(str(v[i]) for v in varied.values())]
+        if result.diverged is not None:
+            cells += [str(result.diverged), *[""] * len(shown)]
+        else:
+            cells += [*(["finished"] if status else []), *(_fmt(result.test[k]) for k in shown)]
+        table.add_row(*cells)
     console.print(table)

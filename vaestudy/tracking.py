@@ -229,9 +229,10 @@ class TrialRun:
     ) -> None:
         self.client = client
         self.run_id = run_id
-        self.logged_upto = logged_upto
+        self.logged_upto = logged_upto  # the last step sent to the server
         self.closed = closed  # the run as found, if it had already ended (a replayed trial)
         self._pending: list[Metric] = []
+        self._queued_upto = logged_upto  # the last step queued (sent or not)
 
     @classmethod
     def open(
@@ -261,16 +262,24 @@ class TrialRun:
         return cls(client, run.info.run_id, -1)
 
     def add_row(self, row: dict[str, float]) -> None:
-        """Queue one trajectory point (keys become `train/<key>`), unless already logged."""
+        """Queue one trajectory point (keys become `train/<key>`), unless already queued."""
         step = int(row["step"])
-        if step <= self.logged_upto:
+        if step <= max(self.logged_upto, self._queued_upto):
             return
+        self._queued_upto = step
         ts = now_ms()
         self._pending += [
             Metric(f"train/{k}", float(v), ts, step)
             for k, v in row.items()
             if k != "step" and math.isfinite(v)
         ]
+
+    def rewind(self, step: int) -> None:
+        """Training went back to `step` (a restart from the last good state): drop unsent points
+        after it and accept them again."""
+        self._pending = [m for m in self._pending if m.step <= step]
+        self.logged_upto = min(self.logged_upto, step)
+        self._queued_upto = step
 
     def flush(self, strict: bool = True) -> None:
         """Send the queued trajectory points. The client already retries with backoff (about

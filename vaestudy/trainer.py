@@ -67,6 +67,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     test: dict[str, float] = field(default_factory=dict)
     steps: int = 0
+    diverged: Diverged | None = None  # set (and `test` empty) for a vectorised member that diverged
 
 
 class Trainer:

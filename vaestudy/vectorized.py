@@ -12,12 +12,20 @@ Members see the same batch sequence (that of the first member's seed): common ra
 so differences between members come from their settings. The reparameterisation noise differs
 per member (`noise="different"`, the default) or is shared too (`noise="same"`: then member k
 computes exactly what `Trainer` computes for its config under the same random state).
-Trajectories are per member, from the same once-per-`log_every` host sync as `Trainer`; the
-final evaluation runs member by member. `train.compile` and `train.bf16` do not apply here.
+Trajectories are per member, from the same once-per-`log_every` host sync as `Trainer`;
+evaluations run member by member. `train.compile` and `train.bf16` do not apply here.
+
+A member that diverges fails alone: its last trajectory point is kept, its `TrainResult` carries
+the `Diverged` reason and no test metrics, and the others train on. Its slice of the stacked
+tensors goes on computing (non-finite values stay in that slice: every operation, the fused
+optimizer step and the multiplier update included, is element-wise per member) but is never
+read again. Checkpoints (`save_bytes`/`load_bytes`) hold the stacked state and every member's
+trajectory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, Literal
 
@@ -31,7 +39,14 @@ from vaestudy.errors import ConfigError
 from vaestudy.objectives.base import Output
 from vaestudy.objectives.registry import objective_class
 from vaestudy.tracking import flatten
-from vaestudy.trainer import Diverged, LogCallback, Trainer, TrainResult, make_optimizer
+from vaestudy.trainer import (
+    Diverged,
+    EvalCallback,
+    LogCallback,
+    Trainer,
+    TrainResult,
+    make_optimizer,
+)
 
 
 class _Member(nn.Module):
@@ -44,6 +59,12 @@ class _Member(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor | None, step: Tensor):
         return self.objective(self.model, x, y, step)
+
+
+def member_view(row: dict[str, float], k: int) -> dict[str, float]:
+    """Member `k`'s entries of a `<member>/<metric>` row, keys without the prefix."""
+    prefix = f"{k}/"
+    return {key.removeprefix(prefix): v for key, v in row.items() if key.startswith(prefix)}
 
 
 def varying_keys(cfg: RunConfig) -> list[str]:
@@ -132,6 +153,7 @@ class VectorTrainer(Trainer):
                 self.state[f"objective.multipliers.{name}"] = getattr(mult, name)
         dims = {k: None if k.endswith((".seen", ".steps")) else 0 for k in self.state}
         self.optimizer = make_optimizer(self.cfg.train, list(self.trainable.values()))
+        self.diverged: dict[int, Diverged] = {}
         self._keys: list[str] = []
         self._grad = vmap(
             grad(self._member_loss, has_aux=True),
@@ -168,21 +190,29 @@ class VectorTrainer(Trainer):
         self.step_t += 1
         return values, self._keys
 
+    def _live(self) -> list[tuple[int, Trainer]]:
+        return [(k, m) for k, m in enumerate(self.members) if k not in self.diverged]
+
     def _log_row(self, keys: list[str], means: Tensor) -> dict[str, float]:
-        rows = []
-        for k, member in enumerate(self.members):
+        """One trajectory point per live member, keys `<member>/<metric>`; a member that
+        diverges here is recorded (its point kept); raises Diverged once all have."""
+        row: dict[str, float] = {}
+        for k, member in self._live():
             member.step = self.step
             try:
-                rows.append(member._log_row(keys, means[k]))
+                member._log_row(keys, means[k])
             except Diverged as exc:
-                raise Diverged(exc.step, f"member {k}: {exc.reason}") from None
-        return {f"{k}/{key}": v for k, row in enumerate(rows) for key, v in row.items()}
+                self.diverged[k] = exc
+            row.update({f"{k}/{key}": v for key, v in member.history[-1].items()})
+        if len(self.diverged) == len(self.members):
+            raise Diverged(self.step, "every member diverged")
+        return row
 
     def _sync_members(self) -> None:
-        """Copy each member's slice of the stacked tensors back into its model and objective
-        (not the optimizers' moments: members are for evaluation and saving weights)."""
+        """Copy each live member's slice of the stacked tensors back into its model and
+        objective (not the optimizers' moments: members are for evaluation and saving weights)."""
         with torch.no_grad():
-            for k, member in enumerate(self.members):
+            for k, member in self._live():
                 module = _Member(member.model, member.objective)
                 for name, tensor in module.state_dict(keep_vars=True).items():
                     source = self.trainable.get(name, self.state.get(name))
@@ -192,13 +222,50 @@ class VectorTrainer(Trainer):
                 member.step = self.step
                 member.step_t.fill_(self.step)
 
-    def fit(  # type: ignore[override]
-        self, on_log: LogCallback | None = None, on_eval: None = None
-    ) -> list[TrainResult]:
-        """Train every member to `total_steps`, then evaluate each fully. `on_log` gets one
-        row per interval with keys `<member>/<metric>`."""
-        if on_eval is not None:
-            raise ValueError("vectorised training evaluates once, at the end")
-        self._train_loop(on_log, None)
+    def evaluate(self, full: bool = True) -> dict[str, float]:
+        """Every live member's held-out metrics, keys `<member>/<metric>`."""
         self._sync_members()
-        return [TrainResult(list(m.history), m.evaluate(full=True), m.step) for m in self.members]
+        return {f"{k}/{key}": v for k, m in self._live() for key, v in m.evaluate(full).items()}
+
+    def fit(  # type: ignore[override]
+        self, on_log: LogCallback | None = None, on_eval: EvalCallback | None = None
+    ) -> list[TrainResult]:
+        """Train every member to `total_steps`, then evaluate each live one fully. `on_log` and
+        `on_eval` get rows keyed `<member>/<metric>`."""
+        with contextlib.suppress(Diverged):  # every member diverged: each result says why
+            self._train_loop(on_log, on_eval)
+        self._sync_members()
+        return [
+            TrainResult(list(m.history), m.evaluate(full=True), m.step)
+            if k not in self.diverged
+            else TrainResult(list(m.history), {}, m.step, self.diverged[k])
+            for k, m in enumerate(self.members)
+        ]
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        mult = self.objective.multipliers
+        return {
+            "stacked": {**self.trainable, **self.state},
+            "optimizer": self.optimizer.state_dict(),
+            "multipliers": None if mult is None else mult.get_extra_state(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+            "members": [(list(m.history), m.step) for m in self.members],
+            "diverged": {k: (e.step, e.reason) for k, e in self.diverged.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for name, tensor in {**self.trainable, **self.state}.items():
+                tensor.copy_(state["stacked"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["multipliers"] is not None:
+            self.objective.multipliers.set_extra_state(state["multipliers"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.step_t.fill_(self.step)
+        for member, (history, step) in zip(self.members, state["members"], strict=True):
+            member.history, member.step = list(history), step
+        self.diverged = {k: Diverged(*failure) for k, failure in state["diverged"].items()}

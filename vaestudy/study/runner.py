@@ -2,7 +2,8 @@
 
 Data flow: study file -> `Study` (validated) -> tracking session (a loopback MLflow server over
 the local store, or the given server) -> parent run -> Ray Tune `Tuner` with `StudySearch`
-(Optuna, persisted in `mlflow/optuna.db`) -> `run_trial` in each worker -> parent run finished.
+(Optuna, persisted in `mlflow/optuna.db`) -> `run_trial` (or, with `study.pack`, `run_pack`)
+in each worker -> parent run finished.
 
 Resume: the parent run carries the Tune experiment path and the Optuna study name as tags.
 `resume=True` picks the study's newest parent run, restores the Tune experiment where Ray saved
@@ -26,7 +27,7 @@ from ray.tune.schedulers import ASHAScheduler
 from vaestudy.errors import UserError
 from vaestudy.study.search import ENDED, TUNE_ID, counts, make_search
 from vaestudy.study.spec import Study
-from vaestudy.study.trial import TrialContext, run_trial
+from vaestudy.study.trial import TrialContext, run_pack, run_trial
 from vaestudy.tracking import (
     PARENT,
     TAG_FAILURE,
@@ -111,8 +112,9 @@ def run_study(
         if gpu and not ray.cluster_resources().get("GPU"):
             print(f"note: the Ray cluster has no GPU; trials run on CPU (study asked gpu={gpu})")
             gpu = 0
+        train = run_pack if study.spec.pack > 1 else run_trial
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, ctx=ctx), {"cpu": study.spec.resources.cpu, "gpu": gpu}
+            tune.with_parameters(train, ctx=ctx), {"cpu": study.spec.resources.cpu, "gpu": gpu}
         )
         ended_cleanly: set[str] = set()  # Tune trials without error (stopped early, if unclosed)
         try:

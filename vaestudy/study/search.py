@@ -11,6 +11,11 @@
   study holds `num_trials` trials that count (`counts`). Trials a killed driver left RUNNING are
   settled from MLflow on `--resume` (`runner.settle_orphaned_trials`).
 
+`PackSearch` proposes `pack` Optuna trials per Tune trial (config `{"members": [...]}`) and
+tells each its own result, read from the pack's report under `member<i>/`. Each member has the
+key `<tune trial id>/<i>`, which is also its Optuna `tune_trial_id` and its MLflow run's trial
+tag, so the ledger and the resume settling treat members exactly like single trials.
+
 This reads OptunaSearch's private `_ot_trials`, `_ot_study` and `_completed_trials`; ray is pinned
 to 2.60.0 and `tests/test_study.py` covers it.
 """
@@ -112,10 +117,12 @@ class StudySearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+        if trial_id in self._completed_trials:
+            return  # replayed by Tune after a restore
+        if trial_id in self._ot_trials:
             with contextlib.suppress(UpdateFinishedTrialError):
                 self._ot_trials[trial_id].set_user_attr(ENDED, True)
-        if result and result.get(DIVERGED) and trial_id not in self._completed_trials:
+        if result and result.get(DIVERGED):
             with contextlib.suppress(UpdateFinishedTrialError, ValueError):
                 self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL)
             self._completed_trials.add(trial_id)
@@ -123,16 +130,62 @@ class StudySearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
+def member_key(trial_id: str, index: int) -> str:
+    """The key of a packed trial's `index`-th member: Optuna's and MLflow's trial id."""
+    return f"{trial_id}/{index}"
+
+
+def member_prefix(index: int) -> str:
+    """Where a pack's report holds member `index`'s metrics."""
+    return f"member{index}/"
+
+
+class PackSearch(StudySearch):
+    """Up to `pack` Optuna trials per Tune trial, each told its own result (see module doc)."""
+
+    def __init__(self, *args: Any, pack: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pack = pack
+        self._members: dict[str, list[str]] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        configs = []
+        for i in range(self.pack):
+            config = super().suggest(member_key(trial_id, i))
+            if not isinstance(config, dict):
+                break
+            configs.append(config)
+        if not configs:
+            return Searcher.FINISHED
+        self._members[trial_id] = [member_key(trial_id, i) for i in range(len(configs))]
+        return {"members": configs}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        pass  # members are told only their final results (no pruning for packs)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        for i, key in enumerate(self._members.get(trial_id, [])):
+            prefix = member_prefix(i)
+            own = {
+                k.removeprefix(prefix): v for k, v in (result or {}).items() if k.startswith(prefix)
+            }
+            super().on_trial_complete(key, own or None, error or not own)
+
+
 def make_search(study: Study, storage_url: str, study_name: str) -> StudySearch:
     spec = study.spec
-    metrics, modes = spec.metrics, spec.modes
-    multi = len(metrics) > 1
-    return StudySearch(
-        space=SearchSpace(study),
-        metric=metrics if multi else metrics[0],
-        mode=modes if multi else modes[0],
-        sampler=make_sampler(spec.sampler),
-        study_name=study_name,
-        storage=optuna.storages.RDBStorage(storage_url),
-        num_trials=spec.num_trials,
-    )
+    multi = len(spec.metrics) > 1
+    common: dict[str, Any] = {
+        "space": SearchSpace(study),
+        "metric": spec.metrics if multi else spec.metrics[0],
+        "mode": spec.modes if multi else spec.modes[0],
+        "sampler": make_sampler(spec.sampler),
+        "study_name": study_name,
+        "storage": optuna.storages.RDBStorage(storage_url),
+        "num_trials": spec.num_trials,
+    }
+    if spec.pack > 1:
+        return PackSearch(**common, pack=spec.pack)
+    return StudySearch(**common)

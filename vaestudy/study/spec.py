@@ -10,6 +10,7 @@
       resources: {cpu: 1, gpu: 0.25} # gpu: fraction of one GPU per trial
       scheduler: {kind: asha, grace_period: 2, reduction_factor: 2}   # optional
       max_failures: 2                # Ray Tune retries of a crashed trial
+      pack: 1                        # trials trained together as one vectorised computation
       search:                        # dotted keys into the template; list elements by index
         objective.kappa: {uniform: [80, 110]}
         objective.multiplier.lr: {loguniform: [1.0e-4, 1.0e-2]}
@@ -18,6 +19,13 @@
         train.seed: 3                # a fixed value
       constraints:                   # the shared yardstick of the report
         - {metric: test/recon, bound: 100, direction: "<="}
+
+`pack: K` (K > 1) trains K trials per Ray Tune trial as one vectorised computation
+(`vaestudy.vectorized`): Optuna proposes K trials at once, each keeps its own MLflow run and its
+own Optuna result. Packed trials may differ only in what vectorised members may differ in (the
+seed, the objective's targets and weights, λ's initial value), so the search must stay within
+those keys; `resources` and `max_concurrent` then count packs. No scheduler and no divergence
+restarts with packs (a diverging member fails alone).
 
 Everything is checked before anything starts: keys must exist in the template, and each
 distribution's extreme values (every choice) must give a valid trial config.
@@ -43,6 +51,7 @@ from vaestudy.config import (
 )
 from vaestudy.errors import ConfigError
 from vaestudy.objectives.registry import objective_class
+from vaestudy.vectorized import varying_keys
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -133,6 +142,7 @@ class StudySpec(_Spec):
     search: dict[str, Any] = Field(default_factory=dict)
     constraints: list[Yardstick] = Field(default_factory=list)
     on_divergence: DivergencePolicy = DivergencePolicy()
+    pack: int = Field(1, ge=1, description="trials trained together per Ray Tune trial")
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
@@ -146,6 +156,10 @@ class StudySpec(_Spec):
             raise ValueError("a scheduler needs a single metric (multi-objective has none)")
         if len(metrics) > 1 and self.sampler.kind in ("cmaes",):
             raise ValueError("sampler cmaes is single-objective; use nsga2 or tpe")
+        if self.pack > 1 and self.scheduler is not None:
+            raise ValueError("pack > 1 trains trials together; a scheduler stops single trials")
+        if self.pack > 1 and self.on_divergence.retries:
+            raise ValueError("pack > 1: on_divergence.retries must be 0 (a member fails alone)")
         if self.scheduler and metrics[0].removeprefix("test/") in FULL_EVAL_ONLY:
             raise ValueError(
                 f"metric {metrics[0]} is computed only at the end; a scheduler needs one "
@@ -219,12 +233,23 @@ class Study:
                         f"{self.source}: study.search.{key}: value {value!r} gives an invalid "
                         f"trial:\n{detail}"
                     ) from None
+        if self.spec.pack > 1:
+            self._check_packable(base)
         known = self.known_metrics(base)
         for metric in [*self.spec.metrics, *(c.metric for c in self.spec.constraints)]:
             if metric not in known:
                 raise ConfigError(
                     f"{self.source}: study: unknown metric {metric!r}; this study's trials "
                     f"report {', '.join(sorted(known))}"
+                )
+
+    def _check_packable(self, base: RunConfig) -> None:
+        allowed = varying_keys(base)
+        for key in self.distributions:
+            if not any(key == a or key.startswith(f"{a}.") for a in allowed):
+                raise ConfigError(
+                    f"{self.source}: study.search.{key}: with study.pack > 1, packed trials "
+                    f"may differ only in {', '.join(allowed)}; search {key} with pack: 1"
                 )
 
     def _extremes(self) -> dict[str, list[Any]]:

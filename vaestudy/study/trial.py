@@ -1,4 +1,8 @@
-"""One study trial inside a Ray Tune worker: config -> Trainer -> MLflow child run + Tune reports.
+"""Study trials inside a Ray Tune worker: config -> Trainer -> MLflow child run + Tune reports.
+
+`run_trial` trains one trial; `run_pack` trains a pack of trials (`study.pack`) as one
+`VectorTrainer`, each member with its own MLflow child run, reporting every member's metrics
+under `member<i>/` (and the pack's best under the study metric, for Tune's progress table).
 
 - Resolves the trial config from the study template and the sampled parameters.
 - Opens (or, after a retry or restore, reopens) its MLflow child run by Tune trial id.
@@ -25,8 +29,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from vaestudy.config import RunConfig
 from vaestudy.plots import plot_trajectories, save_reconstructions, save_samples
-from vaestudy.study.search import DIVERGED
+from vaestudy.study.search import DIVERGED, member_key, member_prefix
 from vaestudy.study.spec import FULL_EVAL_ONLY, Study
 from vaestudy.tracking import (
     TAG_FAILURE,
@@ -38,7 +43,8 @@ from vaestudy.tracking import (
     flatten,
     log_params,
 )
-from vaestudy.trainer import Diverged, Trainer
+from vaestudy.trainer import Diverged, Trainer, TrainResult
+from vaestudy.vectorized import VectorTrainer, member_view
 
 STATE_FILE = "trainer.pt"
 TAG_PROCESS = "vaestudy.process"  # host:pid of the worker training the trial (latest attempt)
@@ -68,42 +74,75 @@ def _tune_metrics(study: Study, test: dict[str, float], row: dict[str, float]) -
     return out
 
 
+def _open_run(ctx: TrialContext, cfg: RunConfig, trial_id: str, trial_name: str) -> TrialRun:
+    """The trial's child run, created or reopened (see `TrialRun.open`), params logged."""
+    client = MlflowClient(ctx.tracking_uri)
+    tags = {
+        TAG_STUDY: ctx.study.name,
+        TAG_OBJECTIVE: cfg.objective.name,
+        TAG_MODEL: cfg.model.name,
+        TAG_PROCESS: f"{socket.gethostname()}:{os.getpid()}",
+    }
+    run = TrialRun.open(client, ctx.experiment_id, ctx.parent_run_id, trial_id, trial_name, tags)
+    if run.closed is None:
+        log_params(client, run.run_id, flatten(cfg.model_dump(mode="json")))
+    return run
+
+
+def _closed_report(study: Study, run: TrialRun) -> dict[str, Any]:
+    """What MLflow holds for a run that ended in an earlier attempt (Tune replays a trial that
+    ended after its last saved experiment state: it is not trained again)."""
+    assert run.closed is not None
+    metrics = run.closed.data.metrics
+    test = {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
+    return _tune_metrics(study, test, {}) | {DIVERGED: int(run.closed.info.status == "FAILED")}
+
+
+def _restore(trainer: Trainer, runs: list[TrialRun]) -> None:
+    """Tune retries a crashed trial from its last checkpoint, if it has one."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as folder:
+        trainer.load_bytes((Path(folder) / STATE_FILE).read_bytes())
+    for run in runs:
+        run.set_tags({TAG_RESTORED: str(trainer.step)})
+
+
+def _report_with_checkpoint(metrics: dict[str, Any], state: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / STATE_FILE).write_bytes(state)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def _fail(study: Study, run: TrialRun, exc: Diverged) -> dict[str, Any]:
+    """Close a diverged trial's run as FAILED with the reason; its report for Tune."""
+    run.set_tags({TAG_FAILURE: exc.reason, TAG_FAILURE_STEP: str(exc.step)})
+    run.finish("FAILED")
+    return _tune_metrics(study, {}, {}) | {DIVERGED: 1}
+
+
+def _finish(study: Study, run: TrialRun, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
+    """Log a finished trial's test metrics and artifacts, close its run; its report for Tune."""
+    run.flush()
+    run.log_final(result.test, result.steps)
+    _log_artifacts(run, trainer, study.name)
+    run.finish("FINISHED")
+    return _tune_metrics(study, result.test, result.history[-1]) | {DIVERGED: 0}
+
+
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Ray Tune function trainable."""
+    """Ray Tune function trainable: one trial."""
     study = ctx.study
     cfg = study.trial_config(config)
     context = tune.get_context()
-    client = MlflowClient(ctx.tracking_uri)
-    tags = {
-        TAG_STUDY: study.name,
-        TAG_OBJECTIVE: cfg.objective.name,
-        TAG_MODEL: cfg.model.name,
-    }
-    run = TrialRun.open(
-        client,
-        ctx.experiment_id,
-        ctx.parent_run_id,
-        context.get_trial_id(),
-        context.get_trial_name(),
-        tags | {TAG_PROCESS: f"{socket.gethostname()}:{os.getpid()}"},
-    )
+    run = _open_run(ctx, cfg, context.get_trial_id(), context.get_trial_name())
     if run.closed is not None:
-        # Tune replays a trial that ended after its last saved experiment state: do not train
-        # it again, hand Tune the result MLflow already holds.
-        metrics = run.closed.data.metrics
-        test = {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
-        report = _tune_metrics(study, test, {})
-        report[DIVERGED] = int(run.closed.info.status == "FAILED")
-        tune.report(report)
+        tune.report(_closed_report(study, run))
         return
-    log_params(client, run.run_id, flatten(cfg.model_dump(mode="json")))
 
     trainer = Trainer(cfg)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # Tune retries a crashed trial from its last checkpoint
-        with checkpoint.as_directory() as folder:
-            trainer.load_bytes((Path(folder) / STATE_FILE).read_bytes())
-        run.set_tags({TAG_RESTORED: str(trainer.step)})
+    _restore(trainer, [run])
     last_good = trainer.save_bytes()
     full_eval = _needs_full_eval(study)
 
@@ -112,12 +151,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         run.flush(strict=False)  # a tracking outage must not stop training
         test = trainer.evaluate(full=True) if full_eval else quick
         last_good = trainer.save_bytes()
-        with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / STATE_FILE).write_bytes(last_good)
-            tune.report(
-                _tune_metrics(study, test, trainer.history[-1]),
-                checkpoint=tune.Checkpoint.from_directory(folder),
-            )
+        _report_with_checkpoint(_tune_metrics(study, test, trainer.history[-1]), last_good)
 
     policy = study.spec.on_divergence
     restarts = 0
@@ -132,21 +166,70 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
                 trainer.load_bytes(last_good)
                 for group in trainer.optimizer.param_groups:
                     group["lr"] = cfg.train.lr * policy.lr_factor**restarts
-                run.logged_upto = trainer.step  # log the retried steps again
+                run.rewind(trainer.step)  # log the retried steps again
                 run.set_tags({"vaestudy.lr_restarts": str(restarts)})
                 continue
-            run.set_tags({TAG_FAILURE: exc.reason, TAG_FAILURE_STEP: str(exc.step)})
-            run.finish("FAILED")
-            report = _tune_metrics(study, {}, {})
-            report[DIVERGED] = 1
-            tune.report(report)
+            tune.report(_fail(study, run, exc))
             return
+    tune.report(_finish(study, run, trainer, result))
 
-    run.flush()
-    run.log_final(result.test, result.steps)
-    _log_artifacts(run, trainer, study.name)
-    run.finish("FINISHED")
-    tune.report(_tune_metrics(study, result.test, result.history[-1]) | {DIVERGED: 0})
+
+def _pack_report(study: Study, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every member's report under `member<i>/`, and the best member's value of each study
+    metric under its own name."""
+    out = {f"{member_prefix(i)}{k}": v for i, r in enumerate(reports) for k, v in r.items()}
+    for metric, mode in zip(study.spec.metrics, study.spec.modes, strict=True):
+        values = [r[metric] for r in reports]
+        out[metric] = min(values) if mode == "min" else max(values)
+    return out
+
+
+def run_pack(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Ray Tune function trainable: the trials `config["members"]` as one VectorTrainer."""
+    study = ctx.study
+    cfgs = [study.trial_config(member) for member in config["members"]]
+    context = tune.get_context()
+    trial_id, name = context.get_trial_id(), context.get_trial_name()
+    runs = [
+        _open_run(ctx, cfg, member_key(trial_id, i), member_key(name, i))
+        for i, cfg in enumerate(cfgs)
+    ]
+    if all(run.closed is not None for run in runs):
+        tune.report(_pack_report(study, [_closed_report(study, run) for run in runs]))
+        return
+
+    trainer = VectorTrainer(cfgs)
+    _restore(trainer, runs)
+    full_eval = _needs_full_eval(study)
+
+    def on_log(row: dict[str, float]) -> None:
+        for i, run in enumerate(runs):
+            own = member_view(row, i)
+            if own:
+                run.add_row(own)
+
+    def on_eval(step: int, quick: dict[str, float]) -> None:
+        for run in runs:
+            run.flush(strict=False)
+        test = trainer.evaluate(full=True) if full_eval else quick
+        reports = [
+            _tune_metrics(study, member_view(test, i), member.history[-1])
+            | {DIVERGED: int(i in trainer.diverged)}
+            for i, member in enumerate(trainer.members)
+        ]
+        _report_with_checkpoint(_pack_report(study, reports), trainer.save_bytes())
+
+    results = trainer.fit(on_log=on_log, on_eval=on_eval)
+    reports = []
+    for run, member, result in zip(runs, trainer.members, results, strict=True):
+        if run.closed is not None:  # ended in an earlier attempt
+            reports.append(_closed_report(study, run))
+        elif result.diverged is not None:
+            run.add_row(result.history[-1])  # the interval that diverged
+            reports.append(_fail(study, run, result.diverged))
+        else:
+            reports.append(_finish(study, run, member, result))
+    tune.report(_pack_report(study, reports))
 
 
 def _log_artifacts(run: TrialRun, trainer: Trainer, study_name: str) -> None:
