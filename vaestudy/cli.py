@@ -35,8 +35,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, args.set)
     spec = study.spec
+    packs = f" in packs of {spec.pack}" if spec.pack > 1 else ""
     print(
-        f"{args.study}: study {spec.name!r} is valid: {spec.num_trials} trials, "
+        f"{args.study}: study {spec.name!r} is valid: {spec.num_trials} trials{packs}, "
         f"{len(study.distributions)} searched keys ({', '.join(study.distributions)}), "
         f"metric {spec.metric} ({spec.mode}), sampler {spec.sampler.kind}"
     )
