@@ -27,7 +27,7 @@ from vaestudy.study.runner import (
 from vaestudy.study.search import TUNE_ID
 from vaestudy.study.spec import load_study
 from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED
-from vaestudy.tracking import TrialRun, free_port, serve
+from vaestudy.tracking import TAG_INTERRUPTED, TrialRun, find_trial_run, free_port, serve
 
 # 400 images / batch 40 = 10 steps per epoch; a point every 10 steps, a checkpoint every 100.
 LONG = [*TINY, "train.log_every=10", "train.eval_every=100", "model.hidden=64"]
@@ -244,3 +244,5 @@ def test_resume_settles_trials_a_killed_driver_left_running(
     settle_orphaned_trials(study, "orphans", client, experiment, parent, interrupted=True)
     assert ot.trials[2].state == TrialState.FAIL
     assert _remaining_trials(study, "orphans") == 2  # the interrupted one does not count
+    cut = find_trial_run(client, experiment, parent, "t-running")
+    assert cut.info.status == "KILLED" and TAG_INTERRUPTED in cut.data.tags

@@ -9,7 +9,14 @@ from mlflow.tracking import MlflowClient
 from vaestudy.cli import main
 from vaestudy.errors import UserError
 from vaestudy.report import build_report, write_report
-from vaestudy.tracking import PARENT, TAG_FAILURE, TAG_FAILURE_STEP, TAG_KIND, TAG_STUDY
+from vaestudy.tracking import (
+    PARENT,
+    TAG_FAILURE,
+    TAG_FAILURE_STEP,
+    TAG_INTERRUPTED,
+    TAG_KIND,
+    TAG_STUDY,
+)
 
 # GECO trial whose training constraint holds only in its last two points (steps 90, 100).
 LATE = [120, 115, 110, 105, 100, 95, 92, 91, 89, 88]
@@ -86,13 +93,18 @@ def known_study(server):
         client, exp, pid, "nan", "lagvae", "FAILED", {"train/loss": 3.0},
         tags={TAG_FAILURE: "non-finite loss", TAG_FAILURE_STEP: "30"},
     )  # fmt: skip
+    child(  # a killed study's unfinished attempt, run again as a new trial by --resume
+        client, exp, pid, "cut", "geco", "KILLED", {"train/loss": 3.0},
+        tags={TAG_INTERRUPTED: "run again as a new trial"},
+    )  # fmt: skip
     return client
 
 
 def test_trial_table_holds_the_expected_rows(known_study):
     report = build_report(known_study, "known")
     t = report.trials.set_index("trial")
-    assert list(t.index) == ["plain", "late", "never", "nan"]
+    assert list(t.index) == ["plain", "cut", "late", "never", "nan"]
+    assert t.loc["cut", "status"] == "interrupted"
     late, never = t.loc["late"], t.loc["never"]
     assert late["recon:target"] == 90 and late["recon:test"] == 89 and late["recon:sat"]
     assert late["recon:held_last20"] == pytest.approx(2 / 3)  # steps 80, 90, 100: held at 90, 100
@@ -112,8 +124,11 @@ def test_summary_answers_which_objectives_satisfy_constraints(known_study, tmp_p
     s = report.summary.set_index("objective")
     assert list(s.index) == ["elbo", "geco", "lagvae"]
     assert s.loc["geco", ["trials", "finished", "satisfy_own", "satisfy_yardstick"]].tolist() == [
-        2, 2, 1, 2,
-    ]  # fmt: skip
+        2,
+        2,
+        1,
+        2,
+    ]  # fmt: skip  (the interrupted attempt is not a trial)
     assert s.loc["geco", "best_trial"] == "never"  # feasible under the yardstick, lower IWAE
     assert s.loc["geco", "best_test/iwae_nll"] == 100
     assert s.loc["geco", "median_distortion"] == 92

@@ -8,6 +8,8 @@ pandas and builds:
   trajectory points in the last 20% of training steps where the training constraint held),
   `held_from` (first step from which it held at every later point), final λ; then test −ELBO, IWAE
   NLL, rate (KL), distortion (recon), active units, probe accuracy; status and failure reason.
+  Status `interrupted` marks a killed study's unfinished attempt that `--resume` ran again as a
+  new trial: it stays in this table but out of every count of the summary.
 - `summary`: per objective: trials run, finished, satisfying all their own constraints
   (objectives without constraints count as satisfying them), satisfying the study's shared
   yardstick (`study.constraints`), the best yardstick-feasible trial by the study's first metric,
@@ -40,12 +42,14 @@ from vaestudy.tracking import (  # noqa: E402
     PARENT,
     TAG_FAILURE,
     TAG_FAILURE_STEP,
+    TAG_INTERRUPTED,
     TAG_MODEL,
     TAG_OBJECTIVE,
     latest_study_run,
 )
 
 TAIL = 0.2  # the last 20% of training steps
+INTERRUPTED = "interrupted"  # status of a killed attempt that was run again (not counted)
 _SEARCH_PARAM = re.compile(r"\.(choice|uniform|loguniform|int|step)(\..*)?$")
 
 
@@ -170,6 +174,8 @@ def _trial_row(client, run, searched, yardstick, metric) -> tuple[dict[str, Any]
     status = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "stopped early"}.get(
         run.info.status, run.info.status.lower()
     )
+    if TAG_INTERRUPTED in tags:
+        status = INTERRUPTED
     row: dict[str, Any] = {
         "trial": tags.get("mlflow.runName", run.info.run_id[:8]),
         "run_id": run.info.run_id,
@@ -221,7 +227,8 @@ def _param_value(params: dict[str, str], key: str) -> Any:
 
 def _summary(trials: pd.DataFrame, metric: str, mode: str, has_yardstick: bool) -> pd.DataFrame:
     rows = []
-    for objective, group in trials.groupby("objective", sort=True):
+    counted = trials[trials["status"] != INTERRUPTED]
+    for objective, group in counted.groupby("objective", sort=True):
         feasible = (
             group[group["yardstick_ok"]] if has_yardstick else group[group["status"] == "finished"]
         )

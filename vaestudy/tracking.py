@@ -46,6 +46,7 @@ TAG_MODEL = "vaestudy.model"
 TAG_FAILURE = "vaestudy.failure_reason"
 TAG_FAILURE_STEP = "vaestudy.failure_step"
 TAG_STOPPED = "vaestudy.stopped_early"
+TAG_INTERRUPTED = "vaestudy.interrupted"  # a killed study's unfinished attempt, run again anew
 PARENT = "mlflow.parentRunId"
 
 

@@ -31,6 +31,7 @@ from vaestudy.study.trial import TrialContext, run_pack, run_trial
 from vaestudy.tracking import (
     PARENT,
     TAG_FAILURE,
+    TAG_INTERRUPTED,
     TAG_KIND,
     TAG_STUDY,
     close_orphans,
@@ -179,7 +180,8 @@ def settle_orphaned_trials(
     """Optuna trials a killed driver left RUNNING: tell Optuna what their MLflow runs hold (the
     metrics of a finished run, FAILED for a diverged one). With `interrupted`, the rest (no
     ended run) are closed as FAILED without `vaestudy_ended`, so they do not count and the
-    study runs that many trials again."""
+    study runs that many trials again; their partial MLflow runs end KILLED with
+    `vaestudy.interrupted` (not failures: the report leaves them out of its counts)."""
     ot = _load_optuna(optuna_name)
     if ot is None:
         return
@@ -197,6 +199,9 @@ def settle_orphaned_trials(
                 ot.tell(trial.number, values if len(values) > 1 else values[0])
         elif interrupted:
             ot.tell(trial.number, state=TrialState.FAIL)
+            if run is not None:
+                client.set_tag(run.info.run_id, TAG_INTERRUPTED, "run again as a new trial")
+                client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def _new_tuner(study: Study, trainable, optuna_name: str, tune_path: Path) -> tune.Tuner:
