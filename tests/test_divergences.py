@@ -52,8 +52,8 @@ def test_pairwise_kl_equals_brute_force_torch_distributions():
     assert torch.allclose(fast.diagonal(), torch.zeros(6), atol=1e-5)
 
 
-def test_mmd_equals_double_loop():
-    x, y = torch.randn(7, 4), torch.randn(5, 4) + 0.5
+def test_mmd_equals_double_loop_with_its_gradient():
+    x, y = torch.randn(7, 4, requires_grad=True), torch.randn(5, 4) + 0.5
     dim = 4
 
     def k(a, b):
@@ -63,8 +63,23 @@ def test_mmd_equals_double_loop():
         return sum(k(ai, bj) for ai in a for bj in b) / (len(a) * len(b))
 
     brute = mean_k(x, x) + mean_k(y, y) - 2 * mean_k(x, y)
-    assert torch.isclose(mmd(x, y), brute, atol=1e-5)
+    fast = mmd(x, y)
+    assert torch.isclose(fast, brute, atol=1e-5)
     assert torch.isclose(rbf_kernel(x, x).diagonal(), torch.ones(7), atol=1e-5).all()
+    (grad_fast,) = torch.autograd.grad(fast, x)
+    (grad_brute,) = torch.autograd.grad(brute, x)
+    assert torch.allclose(grad_fast, grad_brute, atol=1e-5)
+
+
+def test_mmd_in_float32_keeps_the_lagrangian_vaes_scale():
+    """The Lagrangian VAE multiplies MMD² by 1e4: at a batch of latents, float32 must stay within
+    0.01 of the float64 value after that scaling."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        z = 0.8 * torch.randn(128, 16, generator=gen, dtype=torch.float64) + 0.1
+        prior = torch.randn(128, 16, generator=gen, dtype=torch.float64)
+        exact = mmd(z, prior)
+        assert abs(1e4 * (mmd(z.float(), prior.float()).double() - exact)) < 0.01
 
 
 def test_mmd_separates_distributions():

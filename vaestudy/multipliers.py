@@ -50,10 +50,11 @@ class Multipliers(nn.Module):
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
-        # Built lazily so that it holds the parameter after `.to(device)`.
+        # Built lazily so that it holds the parameter after `.to(device)`. One small tensor: the
+        # single-tensor update is cheaper than the default multi-tensor (foreach) path.
         if self._optimizer is None:
             cls = _OPTIMIZERS[self.cfg.optimizer]
-            self._optimizer = cls([self.value], lr=self.cfg.lr, maximize=True)
+            self._optimizer = cls([self.value], lr=self.cfg.lr, maximize=True, foreach=False)
         return self._optimizer
 
     def next_ema(self, c: Tensor) -> Tensor:
