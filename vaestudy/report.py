@@ -46,6 +46,7 @@ from vaestudy.tracking import (  # noqa: E402
     TAG_MODEL,
     TAG_OBJECTIVE,
     latest_study_run,
+    unprefixed,
 )
 
 TAIL = 0.2  # the last 20% of training steps
@@ -144,10 +145,7 @@ def build_report(client: MlflowClient, study: str) -> Report:
     metric = params.get("study.metric", params.get("study.metric.0", "test/iwae_nll"))
     mode = params.get("study.mode", params.get("study.mode.0", "min"))
     # `study.search.objective.kappa.uniform.0` -> `objective.kappa` (the searched dotted key)
-    searched = sorted(
-        {_SEARCH_PARAM.sub("", k.removeprefix("study.search.")) for k in params
-         if k.startswith("study.search.")}
-    )  # fmt: skip
+    searched = sorted({_SEARCH_PARAM.sub("", k) for k in unprefixed(params, "study.search.")})
     yardstick = yardstick_from_params(params)
     runs = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent.info.run_id}'"
@@ -166,9 +164,7 @@ def build_report(client: MlflowClient, study: str) -> Report:
 
 def _trial_row(client, run, searched, yardstick, metric) -> tuple[dict[str, Any], list]:
     m, tags, params = run.data.metrics, run.data.tags, run.data.params
-    names = sorted(
-        k.removeprefix("test/constraint/") for k in m if k.startswith("test/constraint/")
-    )
+    names = sorted(unprefixed(m, "test/constraint/"))
     train_keys = [k for k in m if k.startswith("train/")]
     history = read_history(client, run.info.run_id, train_keys)
     status = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "stopped early"}.get(

@@ -175,6 +175,12 @@ def latest_study_run(client: MlflowClient, experiment: str, study: str) -> Run |
     return runs[0] if runs else None
 
 
+def unprefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of `row` whose keys start with `prefix`, keys without it:
+    unprefixed({"test/kl": 1, "train/kl": 2}, "test/") -> {"kl": 1}."""
+    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
+
+
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": [1, 2]}} -> {"a.b.0": 1, "a.b.1": 2}."""
     if isinstance(tree, dict):

@@ -38,7 +38,7 @@ from vaestudy.data import DeviceData
 from vaestudy.errors import ConfigError
 from vaestudy.objectives.base import Output
 from vaestudy.objectives.registry import objective_class
-from vaestudy.tracking import flatten
+from vaestudy.tracking import flatten, unprefixed
 from vaestudy.trainer import (
     Diverged,
     EvalCallback,
@@ -63,8 +63,7 @@ class _Member(nn.Module):
 
 def member_view(row: dict[str, float], k: int) -> dict[str, float]:
     """Member `k`'s entries of a `<member>/<metric>` row, keys without the prefix."""
-    prefix = f"{k}/"
-    return {key.removeprefix(prefix): v for key, v in row.items() if key.startswith(prefix)}
+    return unprefixed(row, f"{k}/")
 
 
 def varying_keys(cfg: RunConfig) -> list[str]:

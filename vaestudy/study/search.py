@@ -32,6 +32,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from vaestudy.study.spec import Choice, IntRange, LogUniform, SamplerSpec, Study, Uniform
+from vaestudy.tracking import unprefixed
 
 DIVERGED = "vaestudy/diverged"
 
@@ -167,10 +168,7 @@ class PackSearch(StudySearch):
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         for i, key in enumerate(self._members.get(trial_id, [])):
-            prefix = member_prefix(i)
-            own = {
-                k.removeprefix(prefix): v for k, v in (result or {}).items() if k.startswith(prefix)
-            }
+            own = unprefixed(result or {}, member_prefix(i))
             super().on_trial_complete(key, own or None, error or not own)
 
 

@@ -42,6 +42,7 @@ from vaestudy.tracking import (
     TrialRun,
     flatten,
     log_params,
+    unprefixed,
 )
 from vaestudy.trainer import Diverged, Trainer, TrainResult
 from vaestudy.vectorized import VectorTrainer, member_view
@@ -93,8 +94,7 @@ def _closed_report(study: Study, run: TrialRun) -> dict[str, Any]:
     """What MLflow holds for a run that ended in an earlier attempt (Tune replays a trial that
     ended after its last saved experiment state: it is not trained again)."""
     assert run.closed is not None
-    metrics = run.closed.data.metrics
-    test = {k.removeprefix("test/"): v for k, v in metrics.items() if k.startswith("test/")}
+    test = unprefixed(run.closed.data.metrics, "test/")
     return _tune_metrics(study, test, {}) | {DIVERGED: int(run.closed.info.status == "FAILED")}
 
 
