@@ -7,12 +7,14 @@ import argparse
 import torch
 
 
-def base_parser(description: str, steps: int) -> argparse.ArgumentParser:
+def base_parser(description: str, steps: int | None = None) -> argparse.ArgumentParser:
+    """--data and --device; --batch and --steps for the benchmarks that time training loops."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=steps)
+    if steps is not None:
+        parser.add_argument("--batch", type=int, default=128)
+        parser.add_argument("--steps", type=int, default=steps)
     return parser
 
 

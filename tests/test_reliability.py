@@ -3,6 +3,7 @@ server, and a load of 32 trials 8 at a time. Real Ray, real MLflow servers, real
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.test_study import TINY, children, steps, write_study
+from vaestudy.feasibility import WORST
 from vaestudy.study.runner import (
     _remaining_trials,
     optuna_storage_url,
@@ -237,8 +239,12 @@ def test_resume_settles_trials_a_killed_driver_left_running(
 
     settle_orphaned_trials(study, "orphans", client, experiment, parent)
     states = [t.state for t in ot.get_trials()]
-    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
     assert ot.trials[0].value == 12.5  # study metric test/kl, read back from MLflow
+    # as the search tells them (TPE reads constraints): the yardstick's test/recon is missing,
+    # and the diverged trial is the worst value, infeasible
+    assert ot.trials[0].constraints["yardstick:test/recon<=110"] == WORST
+    assert ot.trials[1].value == math.inf and ot.trials[1].constraints == {"diverged": WORST}
     assert _remaining_trials(study, "orphans") == 2
 
     settle_orphaned_trials(study, "orphans", client, experiment, parent, interrupted=True)

@@ -1,4 +1,6 @@
-"""The report on a real MLflow store filled with runs of known values."""
+"""The report on a real MLflow store filled with runs of known values: one trial in each state
+(feasible, yardstick only, own only, neither), saturated multipliers, two variants of one
+objective, a diverged and an interrupted trial."""
 
 import math
 
@@ -8,18 +10,22 @@ from mlflow.tracking import MlflowClient
 
 from vaestudy.cli import main
 from vaestudy.errors import UserError
-from vaestudy.report import build_report, write_report
+from vaestudy.report import build_report, log_answer, write_report
 from vaestudy.tracking import (
     PARENT,
     TAG_FAILURE,
     TAG_FAILURE_STEP,
     TAG_INTERRUPTED,
     TAG_KIND,
+    TAG_SATURATED,
+    TAG_STOPPED,
     TAG_STUDY,
+    TAG_VARIANT,
 )
 
 # GECO trial whose training constraint holds only in its last two points (steps 90, 100).
 LATE = [120, 115, 110, 105, 100, 95, 92, 91, 89, 88]
+LINEAR, CYCLICAL = "kl_annealing[kind=linear]", "kl_annealing[kind=cyclical]"
 
 
 def child(client, exp, parent, name, objective, status, test, history=None, tags=None):
@@ -46,6 +52,23 @@ def child(client, exp, parent, name, objective, status, test, history=None, tags
     return rid
 
 
+def geco(kappa: float, recon: float, iwae: float) -> dict[str, float]:
+    return {
+        "kappa": kappa,
+        "test/kl": 20.0,
+        "test/elbo": -(recon + 20.0),
+        "test/active_units": 12.0,
+        "test/recon": recon,
+        "test/constraint/recon": recon,
+        "test/target/recon": kappa,
+        "test/iwae_nll": iwae,
+    }
+
+
+def elbo(recon: float, iwae: float) -> dict[str, float]:
+    return {"test/recon": recon, "test/kl": 25.0, "test/elbo": -(recon + 25), "test/iwae_nll": iwae}
+
+
 @pytest.fixture(scope="module")
 def known_study(server):
     client = MlflowClient(server)
@@ -62,33 +85,39 @@ def known_study(server):
         "study.search.objective.kappa.uniform.1": "90",
     }
     client.log_batch(pid, params=[Param(k, v) for k, v in params.items()])
-    geco_test = {"test/kl": 20.0, "test/elbo": -109.0, "test/active_units": 12.0}
-    child(
-        client, exp, pid, "late", "geco", "FINISHED",
-        {**geco_test, "kappa": 90, "test/recon": 89.0, "test/constraint/recon": 89.0,
-         "test/target/recon": 90.0, "test/iwae_nll": 105.0},
-        history={
-            "train/constraint/recon": LATE,
-            "train/target/recon": [90] * 10,
-            "train/lambda/recon": [1, 1.5, 2, 2.5, 3, 3.2, 3.1, 3.0, 2.7, 2.5],
-            "train/kl": [5] * 10,
-        },
+    lam = [1, 1.5, 2, 2.5, 3, 3.2, 3.1, 3.0, 2.7, 2.5]
+    child(  # own 89 <= 90, yardstick 89 <= 100: feasible
+        client, exp, pid, "both", "geco", "FINISHED", geco(90, 89.0, 105.0),
+        history={"train/constraint/recon": LATE, "train/target/recon": [90] * 10,
+                 "train/lambda/recon": lam, "train/kl": [5] * 10},
     )  # fmt: skip
-    child(
-        client, exp, pid, "never", "geco", "FINISHED",
-        {**geco_test, "kappa": 80, "test/recon": 95.0, "test/constraint/recon": 95.0,
-         "test/target/recon": 80.0, "test/iwae_nll": 100.0},
+    child(  # own 95 > 80, yardstick 95 <= 100; lower IWAE than "both", yet not feasible
+        client, exp, pid, "yard_only", "geco", "FINISHED", geco(80, 95.0, 100.0),
         history={"train/constraint/recon": [99] * 10, "train/target/recon": [80] * 10},
     )  # fmt: skip
-    child(
-        client,
-        exp,
-        pid,
-        "plain",
-        "elbo",
-        "FINISHED",
-        {"test/recon": 105.0, "test/kl": 25.0, "test/elbo": -130.0, "test/iwae_nll": 98.0},
+    child(  # own 110 <= 120, yardstick 110 > 100
+        client, exp, pid, "own_only", "geco", "FINISHED", geco(120, 110.0, 99.0)
     )
+    child(  # 88 <= 90 on test, but λ sat at its clip: saturated, so not satisfied
+        client, exp, pid, "pinned", "geco", "FINISHED", geco(90, 88.0, 98.0),
+        tags={TAG_SATURATED: "recon"},
+    )  # fmt: skip
+    child(  # stopped early by train.stop_saturated, evaluated where it stopped
+        client, exp, pid, "stopped", "geco", "FINISHED", geco(70, 120.0, 130.0),
+        tags={TAG_SATURATED: "recon", TAG_STOPPED: "saturated (recon) at step 60"},
+    )  # fmt: skip
+    child(
+        client, exp, pid, "plain", "elbo", "FINISHED", elbo(105.0, 98.0),
+        history={"train/kl": [30, 25], "train/recon": [130, 106]},
+    )  # fmt: skip
+    child(
+        client, exp, pid, "lin", "kl_annealing", "FINISHED", elbo(95.0, 97.0),
+        history={"train/kl": [30, 20], "train/recon": [120, 96]}, tags={TAG_VARIANT: LINEAR},
+    )  # fmt: skip
+    child(
+        client, exp, pid, "cyc", "kl_annealing", "FINISHED", elbo(102.0, 96.0),
+        tags={TAG_VARIANT: CYCLICAL},
+    )  # fmt: skip
     child(
         client, exp, pid, "nan", "lagvae", "FAILED", {"train/loss": 3.0},
         tags={TAG_FAILURE: "non-finite loss", TAG_FAILURE_STEP: "30"},
@@ -100,44 +129,98 @@ def known_study(server):
     return client
 
 
-def test_trial_table_holds_the_expected_rows(known_study):
-    report = build_report(known_study, "known")
-    t = report.trials.set_index("trial")
-    assert list(t.index) == ["plain", "cut", "late", "never", "nan"]
-    assert t.loc["cut", "status"] == "interrupted"
-    late, never = t.loc["late"], t.loc["never"]
-    assert late["recon:target"] == 90 and late["recon:test"] == 89 and late["recon:sat"]
-    assert late["recon:held_last20"] == pytest.approx(2 / 3)  # steps 80, 90, 100: held at 90, 100
-    assert late["recon:held_from"] == 90 and late["recon:lambda"] == 2.5
-    assert late["test_neg_elbo"] == 109 and late["rate_kl"] == 20 and late["active_units"] == 12
-    assert late["objective.kappa"] == 90
-    assert not never["recon:sat"] and never["recon:held_last20"] == 0
-    assert math.isnan(never["recon:held_from"])
-    assert t.loc["plain", "own_constraints_ok"] and not t.loc["plain", "yardstick_ok"]
+COLUMNS = ["variant", "status", "satisfies_own", "satisfies_yardstick", "feasible", "state"]
+
+
+def row(values: list) -> dict:
+    return dict(zip(COLUMNS, values, strict=True))
+
+
+def test_every_trial_is_judged_by_the_one_rule(known_study):
+    t = build_report(known_study, "known").trials.set_index("trial")
+    assert t[COLUMNS].to_dict("index") == {
+        "plain": row(["elbo", "finished", True, False, False, "own only"]),
+        "both": row(["geco", "finished", True, True, True, "feasible"]),
+        "cut": row(["geco", "interrupted", False, False, False, "interrupted"]),
+        "own_only": row(["geco", "finished", True, False, False, "own only"]),
+        "pinned": row(["geco", "finished", False, True, False, "yardstick only"]),
+        "stopped": row(["geco", "stopped: saturated", False, False, False, "neither"]),
+        "yard_only": row(["geco", "finished", False, True, False, "yardstick only"]),
+        "cyc": row([CYCLICAL, "finished", True, False, False, "own only"]),
+        "lin": row([LINEAR, "finished", True, True, True, "feasible"]),
+        "nan": row(["lagvae", "failed", False, False, False, "failed"]),
+    }
+    assert list(t.index) == [
+        "plain",
+        "both",
+        "cut",
+        "own_only",
+        "pinned",
+        "stopped",
+        "yard_only",
+        "cyc",
+        "lin",
+        "nan",
+    ]  # fmt: skip  (by variant, then trial)
+
+
+def test_constraint_columns(known_study):
+    t = build_report(known_study, "known").trials.set_index("trial")
+    both, yard, pinned = t.loc["both"], t.loc["yard_only"], t.loc["pinned"]
+    assert both["recon:target"] == 90 and both["recon:test"] == 89 and both["recon:sat"]
+    assert both["recon:held_last20"] == pytest.approx(2 / 3)  # steps 80, 90, 100: held at 90, 100
+    assert both["recon:held_from"] == 90 and both["recon:lambda"] == 2.5
+    assert both["test_neg_elbo"] == 109 and both["rate_kl"] == 20 and both["active_units"] == 12
+    assert both["objective.kappa"] == 90 and not both["recon:saturated"]
+    assert not yard["recon:sat"] and yard["recon:held_last20"] == 0
+    assert math.isnan(yard["recon:held_from"])
+    assert pinned["recon:test"] < pinned["recon:target"] and not pinned["recon:sat"]
+    assert pinned["recon:saturated"] and pinned["saturated"] == "recon"
     nan = t.loc["nan"]
-    assert nan["status"] == "failed" and nan["reason"] == "non-finite loss"
-    assert nan["failed_at_step"] == 30 and not nan["yardstick_ok"]
+    assert nan["reason"] == "non-finite loss" and nan["failed_at_step"] == 30
 
 
-def test_summary_answers_which_objectives_satisfy_constraints(known_study, tmp_path):
+SUMMARY = [
+    "trials", "finished", "satisfy_own", "satisfy_yardstick", "feasible", "saturated",
+    "best_feasible",
+]  # fmt: skip
+
+
+def test_summary_has_a_row_per_variant(known_study, tmp_path):
     report = build_report(known_study, "known")
-    s = report.summary.set_index("objective")
-    assert list(s.index) == ["elbo", "geco", "lagvae"]
-    assert s.loc["geco", ["trials", "finished", "satisfy_own", "satisfy_yardstick"]].tolist() == [
-        2,
-        2,
-        1,
-        2,
-    ]  # fmt: skip  (the interrupted attempt is not a trial)
-    assert s.loc["geco", "best_trial"] == "never"  # feasible under the yardstick, lower IWAE
-    assert s.loc["geco", "best_test/iwae_nll"] == 100
-    assert s.loc["geco", "median_distortion"] == 92
-    assert s.loc["elbo", ["satisfy_own", "satisfy_yardstick", "best_trial"]].tolist() == [1, 0, ""]
-    assert s.loc["lagvae", ["trials", "finished", "satisfy_own"]].tolist() == [1, 0, 0]
-    files = {p.name for p in write_report(report, tmp_path)}
+    s = report.summary.set_index("variant")
+    assert s[SUMMARY].to_dict("index") == {
+        "elbo": dict(zip(SUMMARY, [1, 1, 1, 0, 0, 0, ""], strict=True)),
+        "geco": dict(zip(SUMMARY, [5, 5, 2, 3, 1, 2, "both"], strict=True)),  # "cut" is not a trial
+        CYCLICAL: dict(zip(SUMMARY, [1, 1, 1, 0, 0, 0, ""], strict=True)),
+        LINEAR: dict(zip(SUMMARY, [1, 1, 1, 1, 1, 0, "lin"], strict=True)),
+        "lagvae": dict(zip(SUMMARY, [1, 0, 0, 0, 0, 0, ""], strict=True)),
+    }
+    assert s.loc["geco", "best_test/iwae_nll"] == 105  # lower-IWAE trials are infeasible
+    assert s.loc[LINEAR, "objective"] == "kl_annealing"
+    assert report.best_feasible()["trial"] == "lin"  # IWAE 97 < 105
+
+    files = {p.name for p in write_report(known_study, report, tmp_path)}
     assert {"report.md", "report.html", "trials.csv", "summary.csv", "rate_distortion.png"} <= files
-    assert "trajectories_geco.png" in files
-    assert "| geco " in (tmp_path / "report.md").read_text()
+    assert {"trajectories_geco.png", "trajectories_kl_annealing_kind_linear.png"} <= files
+    assert "trajectories_elbo.png" in files  # no feasible trial: its best finished one
+    md = (tmp_path / "report.md").read_text()
+    assert f"| {LINEAR} " in md and "Feasible = satisfies its own constraints" in md
+
+
+def test_the_parent_run_carries_the_answer(known_study):
+    report = build_report(known_study, "known")
+    log_answer(known_study, report)
+    parent = known_study.get_run(report.parent_run_id)
+    m, tags = parent.data.metrics, parent.data.tags
+    assert m["feasible"] == 2
+    assert (m["feasible/geco"], m["satisfy_own/geco"], m["saturated/geco"]) == (1, 2, 2)
+    assert m["feasible/kl_annealing_kind_linear"] == 1 and m["trials/elbo"] == 1
+    lin = report.trials.set_index("trial").loc["lin", "run_id"]
+    assert tags["vaestudy.best_feasible"] == lin and tags["vaestudy.best_feasible_trial"] == "lin"
+    assert m["best_feasible/test/iwae_nll"] == 97 and m["best_feasible/test/recon"] == 95
+    assert "geco 1/5" in tags["vaestudy.answer"]
+    assert "best feasible: lin" in tags["vaestudy.answer"]
 
 
 def test_unknown_and_empty_studies_get_a_clear_message(known_study, server, capsys):

@@ -17,7 +17,7 @@ from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
 from vaestudy.tracking import PARENT, serve
 
-STUDIES = sorted((REPO / "studies").glob("*.yaml"))
+STUDIES = sorted((REPO / "studies").rglob("*.yaml"))
 TINY = [
     "data.train_limit=400",
     "data.test_limit=100",
@@ -29,7 +29,7 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+@pytest.mark.parametrize("path", STUDIES, ids=[str(p.relative_to(REPO)) for p in STUDIES])
 def test_every_shipped_study_validates(path):
     study = load_study(path)
     assert study.distributions
@@ -325,3 +325,90 @@ def test_resume_after_the_driver_is_killed(tmp_path, shared_data, server, ray_se
     again = client.get_run(first_finished.info.run_id)
     assert again.info.end_time == first_finished.info.end_time
     assert steps(client, again.info.run_id, "train/kl") == [2, 4, 6, 8, 10]
+    ot = optuna.load_study(
+        study_name=client.get_run(outcome.parent_run_id).data.tags["vaestudy.optuna_study"],
+        storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}",
+    )
+    complete = [t for t in ot.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 3  # settled from MLflow or told by the search: constraints alike
+    assert all(set(t.constraints) >= {"own:recon", "yardstick:test/recon<=110"} for t in complete)
+
+
+def test_a_constraint_first_study_end_to_end(
+    tmp_path, shared_data, server, ray_session, monkeypatch
+):
+    """Three objective variants on a grid: two KL-annealing schedules and a GECO trial whose
+    target is unreachable (κ = 40 nats, λ clipped at 3) and which `train.stop_saturated` stops.
+    Every part gives the same answer: the MLflow tags, the Optuna constraint values and best
+    trial, the report, and the parent run."""
+    monkeypatch.chdir(tmp_path)
+    unreachable = {
+        "name": "geco",
+        "kappa": 40.0,
+        "multiplier": {"update": "geco", "lr": 1.0e-2, "max": 3.0, "warmup_steps": 0},
+    }
+    path = write_study(
+        tmp_path,
+        shared_data,
+        name="answered",
+        sampler={"kind": "grid"},
+        search={
+            "objective": {
+                "choice": [
+                    {"name": "kl_annealing", "schedule": {"kind": "linear", "steps": 20}},
+                    {"name": "kl_annealing", "schedule": {"kind": "cyclical", "steps": 10}},
+                    unreachable,
+                ]
+            }
+        },
+        constraints=[{"metric": "test/recon", "bound": 1000.0}],
+    )
+    overrides = [*TINY, "study.num_trials=3", "train.epochs=2", "train.stop_saturated=true"]
+    outcome = run_study(load_study(path, overrides), tracking_uri=server)
+    client = MlflowClient(server)
+    runs = {r.data.tags["vaestudy.variant"]: r for r in children(client, outcome.parent_run_id)}
+    linear, cyclical = (
+        "kl_annealing[kind=linear, steps=20]",
+        "kl_annealing[kind=cyclical, steps=10]",
+    )
+    assert set(runs) == {linear, cyclical, "geco"}
+    geco = runs["geco"]
+    assert geco.info.status == "FINISHED" and geco.data.tags["vaestudy.saturated"] == "recon"
+    assert geco.data.tags["vaestudy.stopped_early"].startswith("saturated (recon) at step")
+    assert steps(client, geco.info.run_id, "train/loss")[-1] < 20  # stopped before its end
+    assert "test/iwae_nll" in geco.data.metrics  # evaluated where it stopped
+    assert geco.data.tags["vaestudy.state"] == "yardstick only"
+    for label in (linear, cyclical):
+        tags = runs[label].data.tags
+        assert (tags["vaestudy.state"], tags["vaestudy.feasible"]) == ("feasible", "true")
+
+    ot = optuna.load_study(
+        study_name=client.get_run(outcome.parent_run_id).data.tags["vaestudy.optuna_study"],
+        storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}",
+    )
+    by_run = {r.data.tags["vaestudy.trial_id"]: r for r in runs.values()}
+    for trial in ot.trials:  # the constraint values Optuna holds are the run's test metrics
+        run = by_run[trial.user_attrs["tune_trial_id"]]
+        m = run.data.metrics
+        expected = {"saturated": 1.0 if run is geco else 0.0}
+        expected["yardstick:test/recon<=1000"] = pytest.approx(m["test/recon"] - 1000)
+        if run is geco:
+            expected["own:recon"] = pytest.approx(m["test/constraint/recon"] - 40)
+        assert trial.constraints == expected
+    best_run = by_run[ot.best_trial.user_attrs["tune_trial_id"]]
+
+    report = outcome.report
+    assert report.best_feasible()["run_id"] == best_run.info.run_id != geco.info.run_id
+    summary = report.summary.set_index("variant")
+    assert summary.loc["geco", ["feasible", "saturated", "satisfy_yardstick"]].tolist() == [0, 1, 1]
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.tags["vaestudy.best_feasible"] == best_run.info.run_id
+    assert parent.data.metrics["feasible"] == 2 and parent.data.metrics["saturated/geco"] == 1
+    assert "geco 0/1" in parent.data.tags["vaestudy.answer"]
+
+    out = tmp_path / "report"
+    args = ["report", "answered", "--tracking-uri", server, "--run", outcome.parent_run_id]
+    assert main([*args, "--out", str(out)]) == 0
+    trials = pd.read_csv(out / "trials.csv").set_index("variant")
+    assert trials.loc["geco", "status"] == "stopped: saturated"
+    assert bool(trials.loc["geco", "recon:saturated"]) and trials.loc[linear, "feasible"]

@@ -117,3 +117,38 @@ def test_compiled_step_matches_the_eager_step(shared_data, monkeypatch):
     assert [r.keys() for r in compiled.history] == [r.keys() for r in eager.history]
     for a, b in zip(compiled.history, eager.history, strict=True):
         assert a == pytest.approx(b, rel=1e-3, abs=1e-3)
+
+
+def test_without_log_every_a_run_logs_about_a_hundred_points(shared_data):
+    cfg = make_cfg(shared_data, train={"epochs": 0.5, "log_every": None})  # 10 steps
+    assert [r["step"] for r in Trainer(cfg).fit().history] == [float(s) for s in range(1, 11)]
+    long = Trainer(make_cfg(shared_data, train={"epochs": 12, "log_every": None}))  # 240 steps
+    assert long.log_every == 2
+
+
+# GECO with an unreachable target (κ = 40 nats) and a low clip: λ reaches its clip in a few steps.
+UNREACHABLE = {
+    "name": "geco",
+    "kappa": 40.0,
+    "multiplier": {"update": "geco", "lr": 1e-2, "max": 3.0, "warmup_steps": 0},
+}
+
+
+def test_a_multiplier_pinned_at_its_clip_is_saturated(shared_data):
+    cfg = make_cfg(shared_data, objective=UNREACHABLE, train={"epochs": 2, "log_every": 2})
+    result = Trainer(cfg).fit()
+    assert result.history[-1]["lambda/recon"] == 3.0
+    assert result.saturated == ["recon"] and not result.stopped_saturated
+    assert result.steps == 40 and result.test["constraint/recon"] > 40
+
+
+def test_stop_saturated_stops_once_the_last_fifth_is_pinned_and_evaluates(shared_data):
+    train = {"epochs": 20, "log_every": 2, "stop_saturated": True}  # 400 planned steps
+    trainer = Trainer(make_cfg(shared_data, objective=UNREACHABLE, train=train))
+    result = trainer.fit()
+    assert result.stopped_saturated and result.saturated == ["recon"]
+    assert result.steps < 400 and trainer.step == result.steps
+    pinned = [r["step"] for r in result.history if r["lambda/recon"] == 3.0]
+    first = result.history[[r["step"] for r in result.history].index(pinned[0]) - 1]["step"]
+    assert result.steps - first == 80  # stopped the moment 20% of 400 steps were at the clip
+    assert "iwae_nll" in result.test and "constraint/recon" in result.test

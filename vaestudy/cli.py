@@ -27,6 +27,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config, args.set)
     result = train_with_progress(cfg)
     print_metrics("test", result.test)
+    if result.saturated:
+        stopped = f"; stopped at step {result.steps}" if result.stopped_saturated else ""
+        print(
+            f"saturated: {', '.join(result.saturated)} (λ at multiplier.max over the last 20% "
+            f"of training: target unreachable at this budget{stopped})"
+        )
     return 0
 
 
@@ -36,15 +42,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.set)
     spec = study.spec
     packs = f" in packs of {spec.pack}" if spec.pack > 1 else ""
+    yardstick = ", ".join(rule.label for rule in spec.constraints) or "none"
     print(
         f"{args.study}: study {spec.name!r} is valid: {spec.num_trials} trials{packs}, "
         f"{len(study.distributions)} searched keys ({', '.join(study.distributions)}), "
-        f"metric {spec.metric} ({spec.mode}), sampler {spec.sampler.kind}"
+        f"metric {spec.metric} ({spec.mode}), sampler {spec.sampler.kind}; yardstick "
+        f"{yardstick}; the search sees {spec.search_constraints} constraints"
     )
+    if study.variants:
+        print(f"objective variants: {'; '.join(study.variants)}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from vaestudy.report import answer
     from vaestudy.study.runner import run_study
     from vaestudy.study.spec import load_study
 
@@ -60,9 +71,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         storage_path=args.storage_path,
     )
     state = "interrupted" if outcome.interrupted else "done"
+    if outcome.report is not None:
+        report = outcome.report
+        print(
+            f"\n{report.rules_text()}\n\n{report.summary.to_markdown(index=False, floatfmt='.4g')}"
+        )
+        print(f"\n{answer(report)}\n")
     print(
         f"study {study.name!r} {state}: {outcome.finished} trials finished, {outcome.failed} "
-        f"failed; MLflow parent run {outcome.parent_run_id} (experiment {study.name!r})"
+        f"failed; MLflow parent run {outcome.parent_run_id} (experiment {study.name!r}); "
+        f"tables and figures: vaestudy report {study.name}"
     )
     if outcome.interrupted:
         print(f"continue it with: vaestudy run {args.study} --resume", file=sys.stderr)
@@ -85,9 +103,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         name = load_study(name).name
     with tracking_session(args.tracking_uri) as uri:
         client = MlflowClient(uri)
-        report = build_report(client, name)
+        report = build_report(client, name, args.run)
         out = Path(args.out or Path("reports") / name)
-        files = write_report(report, out)
+        files = write_report(client, report, out)
         attach(client, report, files)
     if args.format == "markdown":
         print(report.markdown())
@@ -168,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("study", help="study name or its YAML file")
     report.add_argument("--tracking-uri")
+    report.add_argument("--run", metavar="RUN_ID", help="the study's parent run (default: newest)")
     report.add_argument("--format", choices=["markdown", "csv", "html"], default="markdown")
     report.add_argument("--out", help="output folder (default reports/STUDY)")
     report.set_defaults(func=_cmd_report)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from vaestudy.dotted import set_dotted
 from vaestudy.errors import ConfigError
 from vaestudy.objectives.configs import ElboConfig, ObjectiveConfig, objective_names
 
@@ -60,7 +61,12 @@ class TrainConfig(Section):
     betas: tuple[float, float] = (0.9, 0.999)
     seed: int = 0
     device: str = "auto"
-    log_every: int = Field(50, gt=0, description="steps between host syncs / trajectory points")
+    log_every: int | None = Field(
+        None,
+        gt=0,
+        description="steps between host syncs / trajectory points (default: total steps / 100, "
+        "so every run draws a line whatever its budget)",
+    )
     eval_every: int = Field(0, ge=0, description="steps between held-out checks (0: each epoch)")
     iwae_samples: int = Field(100, gt=0)
     eval_batch_size: int = Field(500, gt=0)
@@ -71,6 +77,11 @@ class TrainConfig(Section):
     bf16: bool = Field(False, description="bfloat16 autocast of the forward pass (CUDA only)")
     max_lambda: float = Field(
         1e5, gt=0, description="a multiplier above this counts as running away (trial stops)"
+    )
+    stop_saturated: bool = Field(
+        False,
+        description="stop early once a multiplier has sat at its clip (multiplier.max) for the "
+        "last 20% of the planned steps: the target is unreachable at this budget",
     )
 
 
@@ -113,32 +124,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return raw
-
-
-def set_dotted(tree: dict[str, Any], key: str, value: Any, *, create: bool = True) -> None:
-    """Set `tree[a][b][0]...` from `key="a.b.0"`; list elements are addressed by index."""
-    parts = key.split(".")
-    node: Any = tree
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise KeyError(f"{'.'.join(parts[: i + 1])}: no list element {part}")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                if part not in node:
-                    if not create:
-                        raise KeyError(f"{'.'.join(parts[: i + 1])}: no such key")
-                    node[part] = {}
-                node = node[part]
-        else:
-            raise KeyError(f"{'.'.join(parts[:i])} is a value, not a section")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

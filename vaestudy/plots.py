@@ -47,10 +47,12 @@ def plot_trajectories(history: list[dict[str, float]], path: Path, title: str = 
     lambdas = [k for k in keys if k.startswith("lambda/")]
     if lambdas:
         panels.append(("multipliers (log)", lambdas))
+    marker = "o" if len(steps) < 20 else None  # a few points still show (one point: no line)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (label, names) in zip(axes[0], panels, strict=True):
         for name in names:
-            ax.plot(steps, [r.get(name, float("nan")) for r in history], label=name)
+            values = [r.get(name, float("nan")) for r in history]
+            ax.plot(steps, values, label=name, marker=marker, ms=3)
             target = name.replace("constraint/", "target/")
             if target != name and target in keys:
                 ax.axhline(history[-1][target], ls="--", lw=1, color="grey")

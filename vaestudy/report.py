@@ -1,24 +1,30 @@
 """Study report: which objectives satisfy their constraints, on held-out data, and at what cost.
 
-Reads the study's newest parent run and its child runs back from MLflow (client API only) into
-pandas and builds:
+Reads a study's parent run (the newest, or a given one) and its child runs back from MLflow
+(client API only) into pandas. Every judgement uses `vaestudy.feasibility`: a trial *satisfies
+its own constraints* (its objective's, on the test split, no multiplier saturated), *satisfies
+the yardstick* (the study's `constraints`), or both: *feasible*.
 
-- `trials`: one row per trial: objective, model, swept hyperparameters, per constraint its target,
-  achieved test value, `sat` (held at the end on the test split), `held_last20` (fraction of the
+- `trials`: one row per trial: variant (the objective, or its label when the study searches
+  whole objective configs), objective, model, swept hyperparameters; per own constraint its
+  target, test value, `sat` (held at the end on the test split), `saturated` (λ at its clip over
+  the last 20% of training: target unreachable at this budget), `held_last20` (fraction of the
   trajectory points in the last 20% of training steps where the training constraint held),
-  `held_from` (first step from which it held at every later point), final λ; then test −ELBO, IWAE
-  NLL, rate (KL), distortion (recon), active units, probe accuracy; status and failure reason.
-  Status `interrupted` marks a killed study's unfinished attempt that `--resume` ran again as a
-  new trial: it stays in this table but out of every count of the summary.
-- `summary`: per objective: trials run, finished, satisfying all their own constraints
-  (objectives without constraints count as satisfying them), satisfying the study's shared
-  yardstick (`study.constraints`), the best yardstick-feasible trial by the study's first metric,
-  and median figures.
-- figures: the rate–distortion plane (colour = objective, filled = feasible under the yardstick,
-  dashed yardstick bounds) and the trajectories of each objective's best trial.
+  `held_from` (first step from which it held at every later point), final λ; then test −ELBO,
+  IWAE NLL, rate (KL), distortion (recon), active units, probe accuracy; `satisfies_own`,
+  `satisfies_yardstick`, `feasible`, `state`; status and failure reason. Status `interrupted`
+  marks a killed study's unfinished attempt that `--resume` ran again as a new trial: it stays in
+  this table but out of every count of the summary.
+- `summary`: per variant: trials, finished (with final test metrics), satisfying their own
+  constraints, satisfying the yardstick, feasible, saturated, the best feasible trial by the
+  study's first metric, and median figures.
+- figures: the rate–distortion plane (colour = variant, marker = state: ● feasible, ○ yardstick
+  only, △ own only, × neither; dashed yardstick bounds) and the trajectories of each variant's
+  best feasible trial (its best finished one, so labelled, when none is feasible).
 
-Everything is written to `--out` (Markdown, CSV, HTML, PNG) and attached to the parent run under
-`report/`, so the MLflow UI shows it too.
+`write_report` writes Markdown, CSV, HTML and PNG files and `attach` puts them on the parent run
+under `report/`; `log_answer` writes the per-variant counts and the best feasible trial onto the
+parent run as metrics and tags, so the MLflow runs table answers the question by itself.
 """
 
 from __future__ import annotations
@@ -34,9 +40,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from mlflow.entities import Metric, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from vaestudy.dotted import unprefixed  # noqa: E402
 from vaestudy.errors import UserError  # noqa: E402
+from vaestudy.feasibility import (  # noqa: E402
+    FEASIBLE,
+    NEITHER,
+    OWN_ONLY,
+    STATES,
+    TAIL,
+    YARDSTICK_ONLY,
+    Yardstick,
+    judge,
+    split_names,
+)
 from vaestudy.plots import plot_trajectories  # noqa: E402
 from vaestudy.tracking import (  # noqa: E402
     PARENT,
@@ -45,25 +65,28 @@ from vaestudy.tracking import (  # noqa: E402
     TAG_INTERRUPTED,
     TAG_MODEL,
     TAG_OBJECTIVE,
+    TAG_SATURATED,
+    TAG_STOPPED,
+    TAG_VARIANT,
     latest_study_run,
-    unprefixed,
+    log_metrics,
+    now_ms,
 )
 
-TAIL = 0.2  # the last 20% of training steps
 INTERRUPTED = "interrupted"  # status of a killed attempt that was run again (not counted)
+STOPPED_SATURATED = "stopped: saturated"  # train.stop_saturated ended it early (evaluated)
+WITH_TEST = ("finished", STOPPED_SATURATED)  # statuses that come with final test metrics
 _SEARCH_PARAM = re.compile(r"\.(choice|uniform|loguniform|int|step)(\..*)?$")
-
-
-@dataclass(frozen=True)
-class Yardstick:
-    metric: str
-    bound: float
-    direction: str = "<="
-
-    def holds(self, value: float) -> bool:
-        if value is None or not math.isfinite(value):
-            return False
-        return value <= self.bound if self.direction == "<=" else value >= self.bound
+# Marker per state in the figures: filled circle, hollow circle, hollow triangle, cross.
+_MARKERS = {
+    FEASIBLE: ("o", True),
+    YARDSTICK_ONLY: ("o", False),
+    OWN_ONLY: ("^", False),
+    NEITHER: ("x", True),
+}
+_SHOWN_METRICS = ("test/kl", "test/recon", "test/elbo", "test/iwae_nll")
+TAG_BEST = "vaestudy.best_feasible"  # parent run: the best feasible trial's run id
+TAG_ANSWER = "vaestudy.answer"  # parent run: the answer in one line
 
 
 @dataclass
@@ -75,22 +98,34 @@ class Report:
     yardstick: list[Yardstick]
     metric: str
     mode: str
-    histories: dict[str, list[dict[str, float]]]
+
+    def rules_text(self) -> str:
+        rules = ", ".join(y.label for y in self.yardstick) or "none"
+        return (
+            f"Feasible = satisfies its own constraints (on the test split, no multiplier "
+            f"saturated) and the study's yardstick ({rules}). Best = best feasible trial by "
+            f"{self.metric} ({self.mode})."
+        )
 
     def markdown(self) -> str:
         lines = [f"# Study `{self.study}` (parent run {self.parent_run_id})", ""]
-        if self.yardstick:
-            rules = ", ".join(f"{y.metric} {y.direction} {y.bound:g}" for y in self.yardstick)
-            lines += [f"Shared yardstick: {rules}. Best trial by {self.metric} ({self.mode}).", ""]
-        lines += ["## Per objective", "", _md(self.summary), "", "## Trials", "", _md(self.trials)]
+        lines += [self.rules_text(), "", "## Per variant", "", _md(self.summary), ""]
+        lines += ["## Trials", "", _md(self.trials)]
         return "\n".join(lines) + "\n"
+
+    def best_feasible(self) -> pd.Series | None:
+        """The best feasible trial of the whole study by the study's first metric."""
+        return _best(self.trials[self.trials["feasible"]], self.metric, self.mode)
 
 
 def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".4g") if len(df) else "(none)"
 
 
-def find_parent(client: MlflowClient, study: str):
+def find_parent(client: MlflowClient, study: str, run_id: str | None = None):
+    """The study's parent run: `run_id` if given, else the newest."""
+    if run_id is not None:
+        return client.get_run(run_id)
     exp = client.get_experiment_by_name(study)
     parent = latest_study_run(client, exp.experiment_id, study) if exp is not None else None
     if parent is None:
@@ -108,7 +143,11 @@ def yardstick_from_params(params: dict[str, str]) -> list[Yardstick]:
     while f"study.constraints.{i}.metric" in params:
         p = f"study.constraints.{i}."
         out.append(
-            Yardstick(params[p + "metric"], float(params[p + "bound"]), params[p + "direction"])
+            Yardstick(
+                metric=params[p + "metric"],
+                bound=float(params[p + "bound"]),
+                direction=params[p + "direction"],
+            )
         )
         i += 1
     return out
@@ -132,6 +171,7 @@ def constraint_tail(history: list[dict[str, float]], name: str) -> tuple[float, 
 
 
 def read_history(client: MlflowClient, run_id: str, keys: list[str]) -> list[dict[str, float]]:
+    """Trajectory points of `keys` (`train/...`), one dict per step, keys without `train/`."""
     rows: dict[int, dict[str, float]] = {}
     for key in keys:
         for m in client.get_metric_history(run_id, key):
@@ -139,8 +179,9 @@ def read_history(client: MlflowClient, run_id: str, keys: list[str]) -> list[dic
     return [rows[s] for s in sorted(rows)]
 
 
-def build_report(client: MlflowClient, study: str) -> Report:
-    parent = find_parent(client, study)
+def build_report(client: MlflowClient, study: str, run_id: str | None = None) -> Report:
+    """The report of `study`'s newest parent run, or of parent run `run_id`."""
+    parent = find_parent(client, study, run_id)
     params = parent.data.params
     metric = params.get("study.metric", params.get("study.metric.0", "test/iwae_nll"))
     mode = params.get("study.mode", params.get("study.mode.0", "min"))
@@ -152,30 +193,37 @@ def build_report(client: MlflowClient, study: str) -> Report:
     )
     if not runs:
         raise UserError(f"study {study!r} (parent run {parent.info.run_id}) has no trials yet")
-    rows, histories = [], {}
-    for run in runs:
-        row, history = _trial_row(client, run, searched, yardstick, metric)
-        rows.append(row)
-        histories[run.info.run_id] = history
-    trials = pd.DataFrame(rows).sort_values(["objective", "trial"]).reset_index(drop=True)
-    summary = _summary(trials, metric, mode, bool(yardstick))
-    return Report(study, parent.info.run_id, trials, summary, yardstick, metric, mode, histories)
+    rows = [_trial_row(client, run, searched, yardstick, metric) for run in runs]
+    trials = pd.DataFrame(rows).sort_values(["variant", "trial"]).reset_index(drop=True)
+    summary = _summary(trials, metric, mode)
+    return Report(study, parent.info.run_id, trials, summary, yardstick, metric, mode)
 
 
-def _trial_row(client, run, searched, yardstick, metric) -> tuple[dict[str, Any], list]:
-    m, tags, params = run.data.metrics, run.data.tags, run.data.params
-    names = sorted(unprefixed(m, "test/constraint/"))
-    train_keys = [k for k in m if k.startswith("train/")]
-    history = read_history(client, run.info.run_id, train_keys)
-    status = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "stopped early"}.get(
+def _status(run) -> str:
+    tags = run.data.tags
+    if TAG_INTERRUPTED in tags:
+        return INTERRUPTED
+    if run.info.status == "FINISHED" and tags.get(TAG_STOPPED, "").startswith("saturated"):
+        return STOPPED_SATURATED
+    return {"FINISHED": "finished", "FAILED": "failed", "KILLED": "stopped early"}.get(
         run.info.status, run.info.status.lower()
     )
-    if TAG_INTERRUPTED in tags:
-        status = INTERRUPTED
+
+
+def _trial_row(client, run, searched, yardstick, metric) -> dict[str, Any]:
+    m, tags, params = run.data.metrics, run.data.tags, run.data.params
+    names = sorted(unprefixed(m, "test/constraint/"))
+    keys = [k for k in m if k.startswith(("train/constraint/", "train/target/"))]
+    history = read_history(client, run.info.run_id, keys)
+    status = _status(run)
+    test = unprefixed(m, "test/") if status in WITH_TEST else None
+    saturated = split_names(tags.get(TAG_SATURATED))
+    objective = tags.get(TAG_OBJECTIVE, params.get("objective.name"))
     row: dict[str, Any] = {
         "trial": tags.get("mlflow.runName", run.info.run_id[:8]),
         "run_id": run.info.run_id,
-        "objective": tags.get(TAG_OBJECTIVE, params.get("objective.name")),
+        "variant": tags.get(TAG_VARIANT, objective),
+        "objective": objective,
         "model": tags.get(TAG_MODEL, params.get("model.name")),
         "status": status,
         "reason": tags.get(TAG_FAILURE, ""),
@@ -183,21 +231,19 @@ def _trial_row(client, run, searched, yardstick, metric) -> tuple[dict[str, Any]
     }
     for key in searched:
         row[key] = _param_value(params, key)
-    own_ok = []
     for name in names:
         target, value = m.get(f"test/target/{name}", math.nan), m[f"test/constraint/{name}"]
         held, held_from = constraint_tail(history, name)
-        sat = status == "finished" and value <= target
-        own_ok.append(sat)
         row |= {
             f"{name}:target": target,
             f"{name}:test": value,
-            f"{name}:sat": sat,
+            f"{name}:sat": test is not None and value <= target and name not in saturated,
+            f"{name}:saturated": name in saturated,
             f"{name}:held_last20": held,
             f"{name}:held_from": held_from if held_from is not None else math.nan,
             f"{name}:lambda": m.get(f"train/lambda/{name}", math.nan),
         }
-    finished = status == "finished"
+    verdict = judge(test, yardstick, saturated)
     row |= {
         "test_neg_elbo": -m["test/elbo"] if "test/elbo" in m else math.nan,
         "iwae_nll": m.get("test/iwae_nll", math.nan),
@@ -205,11 +251,14 @@ def _trial_row(client, run, searched, yardstick, metric) -> tuple[dict[str, Any]
         "distortion_recon": m.get("test/recon", math.nan),
         "active_units": m.get("test/active_units", math.nan),
         "probe_acc": m.get("test/probe_acc", math.nan),
-        "own_constraints_ok": finished and all(own_ok),
-        "yardstick_ok": finished and all(y.holds(m.get(y.metric, math.nan)) for y in yardstick),
+        "satisfies_own": verdict.own,
+        "satisfies_yardstick": verdict.yardstick,
+        "feasible": verdict.feasible,
+        "state": verdict.state if test is not None else status,
+        "saturated": ",".join(saturated),
         metric: m.get(metric, math.nan),
     }
-    return row, history
+    return row
 
 
 def _param_value(params: dict[str, str], key: str) -> Any:
@@ -221,28 +270,30 @@ def _param_value(params: dict[str, str], key: str) -> Any:
         return raw
 
 
-def _summary(trials: pd.DataFrame, metric: str, mode: str, has_yardstick: bool) -> pd.DataFrame:
+def _best(trials: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    values = trials[metric].dropna()
+    if not len(values):
+        return None
+    return trials.loc[values.idxmin() if mode == "min" else values.idxmax()]
+
+
+def _summary(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     rows = []
     counted = trials[trials["status"] != INTERRUPTED]
-    for objective, group in counted.groupby("objective", sort=True):
-        feasible = (
-            group[group["yardstick_ok"]] if has_yardstick else group[group["status"] == "finished"]
-        )
-        values = feasible[metric]
-        best = None
-        if len(values.dropna()):
-            best = feasible.loc[values.idxmin() if mode == "min" else values.idxmax()]
-        done = group[group["status"] == "finished"]
+    for variant, group in counted.groupby("variant", sort=True):
+        best = _best(group[group["feasible"]], metric, mode)
+        done = group[group["status"].isin(WITH_TEST)]
         rows.append(
             {
-                "objective": objective,
+                "variant": variant,
+                "objective": group["objective"].iloc[0],
                 "trials": len(group),
                 "finished": len(done),
-                "satisfy_own": int(group["own_constraints_ok"].sum()),
-                "satisfy_yardstick": int(group["yardstick_ok"].sum())
-                if has_yardstick
-                else math.nan,
-                "best_trial": best["trial"] if best is not None else "",
+                "satisfy_own": int(group["satisfies_own"].sum()),
+                "satisfy_yardstick": int(group["satisfies_yardstick"].sum()),
+                "feasible": int(group["feasible"].sum()),
+                "saturated": int((group["saturated"] != "").sum()),
+                "best_feasible": best["trial"] if best is not None else "",
                 f"best_{metric}": best[metric] if best is not None else math.nan,
                 "median_iwae_nll": done["iwae_nll"].median(),
                 "median_rate_kl": done["rate_kl"].median(),
@@ -253,30 +304,64 @@ def _summary(trials: pd.DataFrame, metric: str, mode: str, has_yardstick: bool) 
 
 
 def plot_rate_distortion(report: Report, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    trials = report.trials
-    for i, (objective, group) in enumerate(trials.groupby("objective")):
-        colour = f"C{i}"
-        for ok, marker in ((True, "o"), (False, "x")):
-            part = group[group["yardstick_ok"] == ok]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    trials = report.trials[report.trials["state"].isin(STATES)]
+    variants = sorted(report.trials["variant"].unique())
+    for i, variant in enumerate(variants):
+        colour = f"C{i % 10}"
+        for state, (marker, filled) in _MARKERS.items():
+            part = trials[(trials["variant"] == variant) & (trials["state"] == state)]
             if len(part):
-                ax.scatter(part["rate_kl"], part["distortion_recon"], c=colour, marker=marker,
-                           label=f"{objective} ({'feasible' if ok else 'infeasible'})")  # fmt: skip
+                paint = (
+                    {"color": colour}
+                    if marker == "x"
+                    else {"edgecolors": colour, "facecolors": colour if filled else "none"}
+                )
+                x, y = part["rate_kl"], part["distortion_recon"]
+                ax.scatter(x, y, marker=marker, s=50, linewidths=1.5, **paint)
     for y in report.yardstick:
         if y.metric == "test/kl":
             ax.axvline(y.bound, ls="--", c="grey")
         elif y.metric == "test/recon":
             ax.axhline(y.bound, ls="--", c="grey")
+    colours = [
+        Line2D([], [], ls="", marker="s", color=f"C{i % 10}", label=v)
+        for i, v in enumerate(variants)
+    ]
+    states = [
+        Line2D([], [], ls="", marker=mk, color="black", markerfacecolor="black" if f else "none",
+               label=state)
+        for state, (mk, f) in _MARKERS.items()
+    ]  # fmt: skip
+    ax.legend(handles=colours + states, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     ax.set_xlabel("rate: test KL (nats)")
     ax.set_ylabel("distortion: test −log p(x|z) (nats)")
-    ax.set_title(f"{report.study}: rate–distortion")
-    ax.legend(fontsize=7)
+    ax.set_title(f"{report.study}: rate–distortion (dashed: yardstick)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def write_report(report: Report, out: Path) -> list[Path]:
+def _trajectory_trials(report: Report) -> list[tuple[str, str, str]]:
+    """(variant, run id, title) of each variant's best feasible trial, or else its best one
+    with final test metrics."""
+    out = []
+    for variant, group in report.trials.groupby("variant", sort=True):
+        best = _best(group[group["feasible"]], report.metric, report.mode)
+        title = f"{variant}: best feasible trial"
+        if best is None:
+            best = _best(group[group["status"].isin(WITH_TEST)], report.metric, report.mode)
+            title = f"{variant}: no feasible trial; best finished trial"
+        if best is not None:
+            out.append((variant, best["run_id"], f"{title} ({best['trial']}, {best['state']})"))
+    return out
+
+
+def _file_name(label: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", label).strip("_")
+
+
+def write_report(client: MlflowClient, report: Report, out: Path) -> list[Path]:
     """Markdown, CSVs, HTML and PNGs under `out`; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     trials = report.trials
@@ -285,7 +370,7 @@ def write_report(report: Report, out: Path) -> list[Path]:
         "trials.csv": trials.to_csv(index=False),
         "summary.csv": report.summary.to_csv(index=False),
         "report.html": (
-            f"<h1>Study {report.study}</h1><h2>Per objective</h2>"
+            f"<h1>Study {report.study}</h1><p>{report.rules_text()}</p><h2>Per variant</h2>"
             + report.summary.to_html(index=False, float_format="{:.4g}".format)
             + '<img src="rate_distortion.png"><h2>Trials</h2>'
             + trials.to_html(index=False, float_format="{:.4g}".format)
@@ -297,16 +382,56 @@ def write_report(report: Report, out: Path) -> list[Path]:
         written.append(out / name)
     plot_rate_distortion(report, out / "rate_distortion.png")
     written.append(out / "rate_distortion.png")
-    for _, row in report.summary.iterrows():
-        if row["best_trial"]:
-            run_id = trials.loc[trials["trial"] == row["best_trial"], "run_id"].iloc[0]
-            path = out / f"trajectories_{row['objective']}.png"
-            plot_trajectories(report.histories[run_id], path, f"best {row['objective']} trial")
-            if path.exists():
-                written.append(path)
+    for variant, run_id, title in _trajectory_trials(report):
+        keys = [k for k in client.get_run(run_id).data.metrics if k.startswith("train/")]
+        path = out / f"trajectories_{_file_name(variant)}.png"
+        plot_trajectories(read_history(client, run_id, keys), path, title)
+        if path.exists():
+            written.append(path)
     return written
 
 
 def attach(client: MlflowClient, report: Report, files: list[Path]) -> None:
     for path in files:
         client.log_artifact(report.parent_run_id, str(path), artifact_path="report")
+
+
+def answer(report: Report) -> str:
+    """The study's answer in one line."""
+    s = report.summary
+    parts = [f"{r.variant} {r.feasible}/{r.trials}" for r in s.itertuples()]
+    best = report.best_feasible()
+    if best is None:
+        return f"feasible trials per variant: {', '.join(parts)}; no feasible trial"
+    value = f"{report.metric} {best[report.metric]:.4g}"
+    return (
+        f"feasible trials per variant: {', '.join(parts)}; "
+        f"best feasible: {best['trial']} ({best['variant']}, {value})"
+    )
+
+
+def log_answer(client: MlflowClient, report: Report) -> None:
+    """Per variant `trials/`, `feasible/`, `satisfy_own/`, `satisfy_yardstick/`, `saturated/`
+    counts and the study-wide `feasible` count as metrics of the parent run; the best feasible
+    trial's run id and name as tags (`vaestudy.best_feasible`, per variant
+    `vaestudy.best_feasible.<variant>`) and its test metrics as `best_feasible/<metric>`; the
+    answer in one line as the tag `vaestudy.answer`."""
+    ts = now_ms()
+    metrics = [Metric("feasible", float(report.summary["feasible"].sum()), ts, 0)]
+    tags = {TAG_ANSWER: answer(report)}
+    trials = report.trials.set_index("trial")
+    for row in report.summary.itertuples():
+        key = _file_name(row.variant)
+        for count in ("trials", "feasible", "satisfy_own", "satisfy_yardstick", "saturated"):
+            metrics.append(Metric(f"{count}/{key}", float(getattr(row, count)), ts, 0))
+        if row.best_feasible:
+            tags[f"{TAG_BEST}.{key}"] = trials.loc[row.best_feasible, "run_id"]
+    best = report.best_feasible()
+    if best is not None:
+        tags |= {TAG_BEST: best["run_id"], f"{TAG_BEST}_trial": best["trial"]}
+        run = client.get_run(best["run_id"])
+        for name in dict.fromkeys([report.metric, *_SHOWN_METRICS]):
+            if name in run.data.metrics:
+                metrics.append(Metric(f"best_feasible/{name}", run.data.metrics[name], ts, 0))
+    log_metrics(client, report.parent_run_id, metrics)
+    client.log_batch(report.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])

@@ -47,6 +47,13 @@ TAG_FAILURE = "vaestudy.failure_reason"
 TAG_FAILURE_STEP = "vaestudy.failure_step"
 TAG_STOPPED = "vaestudy.stopped_early"
 TAG_INTERRUPTED = "vaestudy.interrupted"  # a killed study's unfinished attempt, run again anew
+TAG_VARIANT = "vaestudy.variant"  # the objective variant's label (vaestudy.study.spec)
+# A finished trial's standing (vaestudy.feasibility), for filtering in the MLflow UI:
+TAG_STATE = "vaestudy.state"  # feasible | yardstick only | own only | neither
+TAG_OWN = "vaestudy.satisfies_own"  # "true" / "false"
+TAG_YARDSTICK = "vaestudy.satisfies_yardstick"
+TAG_FEASIBLE = "vaestudy.feasible"
+TAG_SATURATED = "vaestudy.saturated"  # comma-joined names: "target unreachable at this budget"
 PARENT = "mlflow.parentRunId"
 
 
@@ -173,26 +180,6 @@ def latest_study_run(client: MlflowClient, experiment: str, study: str) -> Run |
         max_results=1,
     )
     return runs[0] if runs else None
-
-
-def unprefixed(row: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """The entries of `row` whose keys start with `prefix`, keys without it:
-    unprefixed({"test/kl": 1, "train/kl": 2}, "test/") -> {"kl": 1}."""
-    return {k.removeprefix(prefix): v for k, v in row.items() if k.startswith(prefix)}
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": [1, 2]}} -> {"a.b.0": 1, "a.b.1": 2}."""
-    if isinstance(tree, dict):
-        items = tree.items()
-    elif isinstance(tree, list | tuple):
-        items = ((str(i), v) for i, v in enumerate(tree))
-    else:
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in items:
-        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:

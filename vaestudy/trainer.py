@@ -6,6 +6,11 @@ running sum on the device. The host reads that sum only every `log_every` steps 
 interval), which gives one trajectory point: the interval's mean of every metric. Divergence (a
 non-finite metric, or a multiplier above `train.max_lambda`) is detected at those points.
 Evaluations (every `eval_every` steps, default once per epoch) also close a trajectory point.
+Without `train.log_every` a run logs about `TRAJECTORY_POINTS` points, whatever its budget.
+
+A learned multiplier that sits at its clip for the last 20% of training is *saturated*
+(`vaestudy.feasibility.saturated`); with `train.stop_saturated` training stops as soon as that
+holds over the planned steps, and the run is evaluated where it stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import Tensor
 from vaestudy.config import RunConfig, TrainConfig
 from vaestudy.data import DeviceData, load_data
 from vaestudy.evaluation import evaluate
+from vaestudy.feasibility import saturated
 from vaestudy.likelihoods import make_nll
 from vaestudy.models import build_model
 from vaestudy.objectives.registry import build_objective
@@ -33,6 +39,7 @@ _OPTIMIZERS = {
     "sgd": torch.optim.SGD,
 }
 
+TRAJECTORY_POINTS = 100  # trajectory points per run when train.log_every is not set
 LogCallback = Callable[[dict[str, float]], None]
 EvalCallback = Callable[[int, dict[str, float]], None]
 
@@ -68,6 +75,8 @@ class TrainResult:
     test: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     diverged: Diverged | None = None  # set (and `test` empty) for a vectorised member that diverged
+    saturated: list[str] = field(default_factory=list)  # multipliers at their clip at the end
+    stopped_saturated: bool = False  # stopped early by train.stop_saturated
 
 
 class Trainer:
@@ -88,6 +97,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.steps_per_epoch = max(1, self.data.n_train // tc.batch_size)
         self.total_steps = max(1, round(tc.epochs * self.steps_per_epoch))
+        self.log_every = tc.log_every or max(1, self.total_steps // TRAJECTORY_POINTS)
         self._forward = self._loss_and_metrics
         if tc.compile:
             self._forward = torch.compile(self._loss_and_metrics, mode=tc.compile_mode)
@@ -115,10 +125,21 @@ class Trainer:
         self, on_log: LogCallback | None = None, on_eval: EvalCallback | None = None
     ) -> TrainResult:
         """Train to `total_steps` (continuing from a restored state), then evaluate fully."""
-        self._train_loop(on_log, on_eval)
-        return TrainResult(list(self.history), self.evaluate(full=True), self.step)
+        stopped = self._train_loop(on_log, on_eval)
+        return self._result(self.evaluate(full=True), stopped_saturated=stopped)
 
-    def _train_loop(self, on_log: LogCallback | None, on_eval: EvalCallback | None) -> None:
+    def _result(self, test: dict[str, float], **extra: Any) -> TrainResult:
+        return TrainResult(list(self.history), test, self.step, saturated=self.saturated(), **extra)
+
+    def saturated(self) -> list[str]:
+        """Learned multipliers that sat at their clip over the last 20% of the planned steps."""
+        mult = self.objective.multipliers
+        if mult is None or mult.cfg.update == "frozen":
+            return []
+        return saturated(self.history, mult.names, mult.cfg.max, self.total_steps)
+
+    def _train_loop(self, on_log: LogCallback | None, on_eval: EvalCallback | None) -> bool:
+        """Train to `total_steps`; True if `train.stop_saturated` stopped it before."""
         tc = self.cfg.train
         eval_every = tc.eval_every or self.steps_per_epoch
         self.model.train()
@@ -139,13 +160,16 @@ class Trainer:
             eval_due = on_eval is not None and self.step % eval_every == 0
             eval_due = eval_due and self.step < self.total_steps
             # Every evaluation is also a trajectory point, so reports pair train and test values.
-            if self.step % tc.log_every == 0 or self.step == self.total_steps or eval_due:
+            if self.step % self.log_every == 0 or self.step == self.total_steps or eval_due:
                 row = self._log_row(keys, acc / window)
                 acc, window = None, 0
                 if on_log:
                     on_log(row)
+                if tc.stop_saturated and self.step < self.total_steps and self.saturated():
+                    return True
             if eval_due:
                 on_eval(self.step, self.evaluate(full=False))
+        return False
 
     def _permutation(self) -> Tensor:
         # One permutation per epoch, drawn from the run's generator so restarts reproduce it.

@@ -35,10 +35,10 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from vaestudy.config import RunConfig, load_run_config, parse_overrides
 from vaestudy.data import DeviceData
+from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import ConfigError
 from vaestudy.objectives.base import Output
 from vaestudy.objectives.registry import objective_class
-from vaestudy.tracking import flatten, unprefixed
 from vaestudy.trainer import (
     Diverged,
     EvalCallback,
@@ -90,6 +90,11 @@ def check_members(cfgs: list[RunConfig]) -> None:
     """Raise ConfigError unless all configs differ only in `varying_keys`."""
     if not cfgs:
         raise ConfigError("vectorised training needs at least one member config")
+    if cfgs[0].train.stop_saturated:
+        raise ConfigError(
+            "train.stop_saturated: vectorised members train as one computation, so stopping "
+            "one saves nothing; train them one at a time to stop saturated runs early"
+        )
     keys = varying_keys(cfgs[0])
     base = _blank(cfgs[0], keys)
     flat = flatten(base)
@@ -235,9 +240,9 @@ class VectorTrainer(Trainer):
             self._train_loop(on_log, on_eval)
         self._sync_members()
         return [
-            TrainResult(list(m.history), m.evaluate(full=True), m.step)
+            m._result(m.evaluate(full=True))
             if k not in self.diverged
-            else TrainResult(list(m.history), {}, m.step, self.diverged[k])
+            else m._result({}, diverged=self.diverged[k])
             for k, m in enumerate(self.members)
         ]
 

@@ -3,7 +3,8 @@
 Data flow: study file -> `Study` (validated) -> tracking session (a loopback MLflow server over
 the local store, or the given server) -> parent run -> Ray Tune `Tuner` with `StudySearch`
 (Optuna, persisted in `mlflow/optuna.db`) -> `run_trial` (or, with `study.pack`, `run_pack`)
-in each worker -> parent run finished.
+in each worker -> the study's answer (`vaestudy.report`: per-variant feasible counts, the best
+feasible trial) logged on the parent run -> parent run finished.
 
 Resume: the parent run carries the Tune experiment path and the Optuna study name as tags.
 `resume=True` picks the study's newest parent run, restores the Tune experiment where Ray saved
@@ -24,8 +25,11 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import UserError
-from vaestudy.study.search import ENDED, TUNE_ID, counts, make_search
+from vaestudy.feasibility import split_names
+from vaestudy.report import Report, build_report, log_answer
+from vaestudy.study.search import ENDED, TUNE_ID, TrialTeller, counts, make_search, tell
 from vaestudy.study.spec import Study
 from vaestudy.study.trial import TrialContext, run_pack, run_trial
 from vaestudy.tracking import (
@@ -33,13 +37,13 @@ from vaestudy.tracking import (
     TAG_FAILURE,
     TAG_INTERRUPTED,
     TAG_KIND,
+    TAG_SATURATED,
     TAG_STUDY,
     close_orphans,
     default_store,
     ended,
     experiment_id,
     find_trial_run,
-    flatten,
     latest_study_run,
     log_params,
     tracking_session,
@@ -56,6 +60,7 @@ class StudyOutcome:
     finished: int
     failed: int
     interrupted: bool
+    report: Report | None  # the study's answer, read back from MLflow (None: no trials)
 
 
 def optuna_storage_url() -> str:
@@ -141,9 +146,13 @@ def run_study(
         finished, failed = _count_children(client, experiment, parent_id)
         if orphans:
             client.set_tag(parent_id, "vaestudy.orphans_closed", str(orphans))
+        report = None
+        if finished or failed:
+            report = build_report(client, study.name, parent_id)
+            log_answer(client, report)
         status = "KILLED" if interrupted else "FINISHED"
         client.set_terminated(parent_id, status=status)
-        return StudyOutcome(parent_id, uri, finished, failed, interrupted)
+        return StudyOutcome(parent_id, uri, finished, failed, interrupted, report)
 
 
 def _clean_trial_ids(grid: tune.ResultGrid) -> set[str]:
@@ -177,28 +186,27 @@ def settle_orphaned_trials(
     parent_id: str,
     interrupted: bool = False,
 ) -> None:
-    """Optuna trials a killed driver left RUNNING: tell Optuna what their MLflow runs hold (the
-    metrics of a finished run, FAILED for a diverged one). With `interrupted`, the rest (no
+    """Optuna trials a killed driver left RUNNING: tell Optuna what their MLflow runs hold, as
+    the search would have (`TrialTeller`: a finished run's metrics and constraint values, a
+    diverged one as the sampler takes divergence). With `interrupted`, the rest (no
     ended run) are closed as FAILED without `vaestudy_ended`, so they do not count and the
     study runs that many trials again; their partial MLflow runs end KILLED with
     `vaestudy.interrupted` (not failures: the report leaves them out of its counts)."""
     ot = _load_optuna(optuna_name)
     if ot is None:
         return
-    for trial in ot.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        tune_id = trial.user_attrs.get(TUNE_ID)
+    teller = TrialTeller.for_study(study)
+    for frozen in ot.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tune_id = frozen.user_attrs.get(TUNE_ID)
         run = find_trial_run(client, experiment, parent_id, tune_id) if tune_id else None
+        # FrozenTrial keeps the storage id private (optuna pinned < 6)
+        trial = optuna.Trial(ot, frozen._trial_id)
         if run is not None and ended(run):
-            values = [run.data.metrics.get(m) for m in study.spec.metrics]
-            diverged = run.info.status == "FAILED" or None in values
-            # storage API; FrozenTrial keeps the storage id private (optuna pinned < 6)
-            ot._storage.set_trial_user_attr(trial._trial_id, ENDED, True)
-            if diverged:
-                ot.tell(trial.number, state=TrialState.FAIL)
-            else:
-                ot.tell(trial.number, values if len(values) > 1 else values[0])
+            trial.set_user_attr(ENDED, True)
+            test = None if run.info.status == "FAILED" else unprefixed(run.data.metrics, "test/")
+            teller.tell(ot, trial, test, split_names(run.data.tags.get(TAG_SATURATED)))
         elif interrupted:
-            ot.tell(trial.number, state=TrialState.FAIL)
+            tell(ot, trial, state=TrialState.FAIL)
             if run is not None:
                 client.set_tag(run.info.run_id, TAG_INTERRUPTED, "run again as a new trial")
                 client.set_terminated(run.info.run_id, status="KILLED")

@@ -2,8 +2,16 @@
 
 `StudySearch` is Ray Tune's `OptunaSearch` with these changes:
 
-- a trial that reports `vaestudy/diverged` is told to Optuna as FAILED instead of COMPLETE, so a
-  diverged trial never counts as a (fake) objective value and never stays RUNNING;
+- every trial that reached its own end (its final report carries `vaestudy/diverged`) is told
+  by `TrialTeller`: its study metrics and its constraint values (`vaestudy.feasibility`: own
+  constraints on the test split, saturated multipliers, the yardstick; `study.search_constraints`
+  picks which), set with Optuna's named constraints (`Trial.set_constraint`) before the tell, so
+  TPE and NSGA-II steer toward feasible trials and `best_trial(s)` are feasible ones;
+- a diverged trial is told as COMPLETE with the worst value (±inf) and the constraint
+  `diverged` where the sampler reads constraints (tpe, nsga2) and the search sees any: it counts
+  as infeasible there; otherwise it is told FAILED, so it never counts as a (fake) objective
+  value and never stays RUNNING;
+- a trial that Tune stopped before its end (a scheduler) is told PRUNED, one that errored FAILED;
 - results of a trial Optuna already recorded as finished (replayed by Tune after a restore) are
   ignored;
 - the Optuna study is the ledger of the study's trial budget: each Optuna trial records its Tune
@@ -23,6 +31,8 @@ to 2.60.0 and `tests/test_study.py` covers it.
 from __future__ import annotations
 
 import contextlib
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -31,23 +41,33 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from vaestudy.dotted import unprefixed
+from vaestudy.feasibility import WORST, Scope, Yardstick, search_constraints, split_names
 from vaestudy.study.spec import Choice, IntRange, LogUniform, SamplerSpec, Study, Uniform
-from vaestudy.tracking import unprefixed
 
-DIVERGED = "vaestudy/diverged"
+DIVERGED = "vaestudy/diverged"  # in a trial's final report only: 1 diverged, 0 reached its end
+SATURATED = "vaestudy/saturated"  # in a trial's final report: saturated multipliers, comma-joined
+READS_CONSTRAINTS = ("tpe", "nsga2")  # samplers of ours that use Optuna's constraint values
 
 
 def _is_primitive(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
 
-def choice_label(index: int, value: Any) -> Any:
-    """What Optuna sees for a choice: the value itself if primitive, else a readable label."""
-    if _is_primitive(value):
-        return value
-    if isinstance(value, dict) and "name" in value:
-        return f"{index}:{value['name']}"
-    return f"{index}"
+def choice_labels(key: str, dist: Choice, study: Study) -> list[Any]:
+    """What Optuna sees for each choice: the value itself if primitive, else `<index>:<label>`
+    with the objective variant's label (`vaestudy.study.spec`) or the config's name."""
+    out: list[Any] = []
+    for i, value in enumerate(dist.choice):
+        if _is_primitive(value):
+            out.append(value)
+        elif key == "objective" and study.variants:
+            out.append(f"{i}:{study.variants[i]}")
+        else:
+            out.append(
+                f"{i}:{value['name']}" if isinstance(value, dict) and "name" in value else f"{i}"
+            )
+    return out
 
 
 class SearchSpace:
@@ -55,6 +75,11 @@ class SearchSpace:
 
     def __init__(self, study: Study) -> None:
         self.distributions = study.distributions
+        self.labels = {
+            key: choice_labels(key, dist, study)
+            for key, dist in study.distributions.items()
+            if isinstance(dist, Choice)
+        }
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         resolved: dict[str, Any] = {}
@@ -66,7 +91,7 @@ class SearchSpace:
             elif isinstance(dist, IntRange):
                 trial.suggest_int(key, *dist.int, step=dist.step)
             elif isinstance(dist, Choice):
-                labels = [choice_label(i, v) for i, v in enumerate(dist.choice)]
+                labels = self.labels[key]
                 label = trial.suggest_categorical(key, labels)
                 resolved[key] = dist.choice[labels.index(label)]
         return resolved
@@ -95,10 +120,63 @@ def counts(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state != TrialState.FAIL or bool(trial.user_attrs.get(ENDED))
 
 
+@dataclass(frozen=True)
+class TrialTeller:
+    """How a trial that reached its end is told to Optuna (see the module doc); used by the
+    search and by the runner's settling of trials a killed driver left RUNNING."""
+
+    metrics: list[str]
+    modes: list[str]
+    scope: Scope = "both"
+    rules: list[Yardstick] = field(default_factory=list)
+    diverged_infeasible: bool = False  # the sampler reads constraints: diverged = infeasible
+
+    @classmethod
+    def for_study(cls, study: Study) -> TrialTeller:
+        spec = study.spec
+        reads = spec.sampler.kind in READS_CONSTRAINTS and spec.search_constraints != "none"
+        return cls(spec.metrics, spec.modes, spec.search_constraints, spec.constraints, reads)
+
+    def tell(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        test: dict[str, float] | None,
+        saturated: list[str],
+    ) -> None:
+        """`test`: the trial's final test metrics (keys without `test/`), None if it diverged."""
+        values = None if test is None else [test.get(m.removeprefix("test/")) for m in self.metrics]
+        if test is None and self.diverged_infeasible:
+            values = [math.inf if mode == "min" else -math.inf for mode in self.modes]
+        if values is None or None in values:
+            tell(study, trial, state=TrialState.FAIL)
+            return
+        for key, value in search_constraints(self.scope, test, self.rules, saturated).items():
+            trial.set_constraint(key, value)
+        tell(study, trial, values if len(values) > 1 else values[0])
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, values: Any = None, **kwargs: Any) -> None:
+    """`study.tell`, where an exhausted grid's `study.stop()` (BruteForceSampler) is no error:
+    outside `Study.optimize` it raises, after the trial's result is stored."""
+    try:
+        study.tell(trial, values, **kwargs)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+
+
+def final_outcome(result: dict[str, Any]) -> tuple[dict[str, float] | None, list[str]]:
+    """(test metrics or None if diverged, saturated multipliers) from a trial's final report."""
+    test = None if result[DIVERGED] else unprefixed(result, "test/")
+    return test, split_names(result.get(SATURATED))
+
+
 class StudySearch(OptunaSearch):
-    def __init__(self, *args: Any, num_trials: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, num_trials: int, teller: TrialTeller, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.num_trials = num_trials
+        self.teller = teller
 
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials:
@@ -111,6 +189,8 @@ class StudySearch(OptunaSearch):
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, str) and abs(result.get(self.metric, 0.0)) >= WORST:
+            return  # a quick evaluation lacks this metric
         # After a restore, Tune may replay a trial that Optuna already recorded as finished.
         with contextlib.suppress(UpdateFinishedTrialError):
             super().on_trial_result(trial_id, result)
@@ -118,17 +198,17 @@ class StudySearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        if trial_id in self._completed_trials:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return  # replayed by Tune after a restore
-        if trial_id in self._ot_trials:
-            with contextlib.suppress(UpdateFinishedTrialError):
-                self._ot_trials[trial_id].set_user_attr(ENDED, True)
-        if result and result.get(DIVERGED):
-            with contextlib.suppress(UpdateFinishedTrialError, ValueError):
-                self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL)
-            self._completed_trials.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result, error)
+        trial = self._ot_trials[trial_id]
+        self._completed_trials.add(trial_id)
+        with contextlib.suppress(UpdateFinishedTrialError, ValueError):
+            trial.set_user_attr(ENDED, True)
+            if result and DIVERGED in result:  # the trial reached its own end
+                self.teller.tell(self._ot_study, trial, *final_outcome(result))
+            else:  # Tune ended it: a scheduler stopped it, or its attempts errored
+                state = TrialState.FAIL if error or not result else TrialState.PRUNED
+                tell(self._ot_study, trial, state=state)
 
 
 def member_key(trial_id: str, index: int) -> str:
@@ -176,6 +256,7 @@ def make_search(study: Study, storage_url: str, study_name: str) -> StudySearch:
     spec = study.spec
     multi = len(spec.metrics) > 1
     common: dict[str, Any] = {
+        "teller": TrialTeller.for_study(study),
         "space": SearchSpace(study),
         "metric": spec.metrics if multi else spec.metrics[0],
         "mode": spec.modes if multi else spec.modes[0],

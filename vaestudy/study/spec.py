@@ -17,8 +17,20 @@
         objective.epsilon.0: {int: [70, 100]}
         objective.kl: {choice: [analytic, mc]}
         train.seed: 3                # a fixed value
-      constraints:                   # the shared yardstick of the report
+      constraints:                   # the study's yardstick, the same for every trial
         - {metric: test/recon, bound: 100, direction: "<="}
+      search_constraints: both       # what the search sees: both | own | yardstick | none
+
+Feasibility (`vaestudy.feasibility`): a trial satisfies its own constraints (its objective's, on
+the test split, none saturated), the yardstick (`constraints`), or both (= feasible). The search
+sees the constraints `search_constraints` names as Optuna constraint values, so TPE and NSGA-II
+steer toward them and Optuna's best trial is the best one satisfying them; the report always
+judges by both.
+
+When `search` picks among whole objective configs (`objective: {choice: [...]}`), each choice is a
+*variant* with a readable label: its name, and where several choices share a name, the keys in
+which they differ (`kl_annealing[kind=cyclical, steps=2000]`). Tables, figures and MLflow tags
+use these labels.
 
 `pack: K` (K > 1) trains K trials per Ray Tune trial as one vectorised computation
 (`vaestudy.vectorized`): Optuna proposes K trials at once, each keeps its own MLflow run and its
@@ -35,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,10 +59,11 @@ from vaestudy.config import (
     format_validation_error,
     parse_overrides,
     read_yaml,
-    set_dotted,
     validate_run,
 )
+from vaestudy.dotted import flatten, set_dotted
 from vaestudy.errors import ConfigError
+from vaestudy.feasibility import Scope, Yardstick
 from vaestudy.objectives.registry import objective_class
 from vaestudy.vectorized import varying_keys
 
@@ -116,12 +130,6 @@ class Resources(_Spec):
     gpu: float = Field(0.0, ge=0, le=1, description="fraction of one GPU per trial")
 
 
-class Yardstick(_Spec):
-    metric: str
-    bound: float
-    direction: Literal["<=", ">="] = "<="
-
-
 class DivergencePolicy(_Spec):
     """On divergence: restart from the last good state with lr × lr_factor, `retries` times."""
 
@@ -141,6 +149,7 @@ class StudySpec(_Spec):
     max_failures: int = Field(2, ge=0)
     search: dict[str, Any] = Field(default_factory=dict)
     constraints: list[Yardstick] = Field(default_factory=list)
+    search_constraints: Scope = "both"
     on_divergence: DivergencePolicy = DivergencePolicy()
     pack: int = Field(1, ge=1, description="trials trained together per Ray Tune trial")
 
@@ -158,6 +167,8 @@ class StudySpec(_Spec):
             raise ValueError("sampler cmaes is single-objective; use nsga2 or tpe")
         if self.pack > 1 and self.scheduler is not None:
             raise ValueError("pack > 1 trains trials together; a scheduler stops single trials")
+        if self.search_constraints == "yardstick" and not self.constraints:
+            raise ValueError("search_constraints: yardstick needs a `constraints` list")
         if self.pack > 1 and self.on_divergence.retries:
             raise ValueError("pack > 1: on_divergence.retries must be 0 (a member fails alone)")
         if self.scheduler and metrics[0].removeprefix("test/") in FULL_EVAL_ONLY:
@@ -206,6 +217,36 @@ class Study:
     def name(self) -> str:
         return self.spec.name
 
+    @cached_property
+    def variants(self) -> list[str]:
+        """One label per choice of a searched `objective` (empty when it is not searched): the
+        objective's name, and where several choices share that name, the keys in which their
+        full configs (defaults filled in) differ, by their last part when that is unambiguous:
+        `kl_annealing[kind=cyclical, steps=2000]`."""
+        dist = self.distributions.get("objective")
+        if not isinstance(dist, Choice):
+            return []
+        flat = [
+            flatten(self.trial_config({"objective": v}).objective.model_dump(mode="json"))
+            for v in dist.choice
+        ]
+        labels = []
+        for mine in flat:
+            peers = [other for other in flat if other["name"] == mine["name"]]
+            keys = sorted(k for k in mine if any(other.get(k) != mine[k] for other in peers))
+            leaves = [k.rsplit(".", 1)[-1] for k in keys]
+            short = leaves if len(set(leaves)) == len(leaves) else keys
+            parts = [f"{k}={_short(mine[key])}" for k, key in zip(short, keys, strict=True)]
+            labels.append(f"{mine['name']}[{', '.join(parts)}]" if parts else mine["name"])
+        return labels
+
+    def variant(self, params: dict[str, Any]) -> str:
+        """The objective variant of a trial with sampled `params` (see the module doc)."""
+        choices = self.distributions["objective"].choice if self.variants else []
+        if params.get("objective") in choices:
+            return self.variants[choices.index(params["objective"])]
+        return self.trial_config(params).objective.name
+
     def trial_config(self, params: dict[str, Any]) -> RunConfig:
         """The template with the fixed values and the sampled `params` applied, validated."""
         return validate_run(self.trial_raw(params), self.source)
@@ -235,6 +276,11 @@ class Study:
                     ) from None
         if self.spec.pack > 1:
             self._check_packable(base)
+            if base.train.stop_saturated:
+                raise ConfigError(
+                    f"{self.source}: train.stop_saturated: packed trials train as one "
+                    "computation, so stopping one saves nothing; use it with pack: 1"
+                )
         known = self.known_metrics(base)
         for metric in [*self.spec.metrics, *(c.metric for c in self.spec.constraints)]:
             if metric not in known:
@@ -276,6 +322,10 @@ class Study:
             for c in objective_class(name).constraint_names:
                 known |= {f"test/constraint/{c}", f"test/satisfied/{c}"}
         return known
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _require_path(tree: dict[str, Any], key: str, source: str) -> None:

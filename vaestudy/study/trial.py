@@ -9,11 +9,14 @@ under `member<i>/` (and the pack's best under the study metric, for Tune's progr
 - Trains; at every evaluation it flushes the trajectory to MLflow, reports the held-out metrics to
   Tune (for the searcher and the scheduler) and saves a Tune checkpoint of the full training state.
 - At the end it logs the test metrics and the artifacts (samples, reconstructions, trajectory
-  plot, model weights) and finishes the run.
+  plot, model weights), tags the run with where it stands (`vaestudy.feasibility`: satisfies its
+  own constraints, the yardstick, feasible; saturated multipliers) and finishes the run. A trial
+  that `train.stop_saturated` stopped early ends the same way, tagged `vaestudy.stopped_early`.
 - A diverged trial (non-finite loss or runaway multiplier) is marked FAILED in MLflow with the
-  reason and step, reported to Tune with `vaestudy/diverged` (Optuna records it as FAILED), and
-  ends normally, so the rest of the study goes on. With `study.on_divergence.retries` it first
-  restarts from its last good state with a smaller learning rate.
+  reason and step, reported to Tune with `vaestudy/diverged` (the search tells Optuna: see
+  `vaestudy.study.search`), and ends normally, so the rest of the study goes on. With
+  `study.on_divergence.retries` it first restarts from its last good state with a smaller
+  learning rate.
 """
 
 from __future__ import annotations
@@ -30,19 +33,26 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from vaestudy.config import RunConfig
+from vaestudy.dotted import flatten, unprefixed
+from vaestudy.feasibility import WORST, judge
 from vaestudy.plots import plot_trajectories, save_reconstructions, save_samples
-from vaestudy.study.search import DIVERGED, member_key, member_prefix
-from vaestudy.study.spec import FULL_EVAL_ONLY, Study
+from vaestudy.study.search import DIVERGED, SATURATED, member_key, member_prefix
+from vaestudy.study.spec import Study
 from vaestudy.tracking import (
     TAG_FAILURE,
     TAG_FAILURE_STEP,
+    TAG_FEASIBLE,
     TAG_MODEL,
     TAG_OBJECTIVE,
+    TAG_OWN,
+    TAG_SATURATED,
+    TAG_STATE,
+    TAG_STOPPED,
     TAG_STUDY,
+    TAG_VARIANT,
+    TAG_YARDSTICK,
     TrialRun,
-    flatten,
     log_params,
-    unprefixed,
 )
 from vaestudy.trainer import Diverged, Trainer, TrainResult
 from vaestudy.vectorized import VectorTrainer, member_view
@@ -50,7 +60,6 @@ from vaestudy.vectorized import VectorTrainer, member_view
 STATE_FILE = "trainer.pt"
 TAG_PROCESS = "vaestudy.process"  # host:pid of the worker training the trial (latest attempt)
 TAG_RESTORED = "vaestudy.restored_from_step"  # set when a retry resumed from a checkpoint
-WORST = 1e30
 
 
 @dataclass
@@ -63,11 +72,10 @@ class TrialContext:
     parent_run_id: str
 
 
-def _needs_full_eval(study: Study) -> bool:
-    return any(m.removeprefix("test/") in FULL_EVAL_ONLY for m in study.spec.metrics)
-
-
 def _tune_metrics(study: Study, test: dict[str, float], row: dict[str, float]) -> dict[str, Any]:
+    """Test and train metrics for Tune. Evaluations during training are quick (no IWAE, active
+    units or probe: the scheduler's metric never needs them, `spec.py` checks); a study metric
+    they lack is reported as ±WORST, which Tune requires and the search does not pass on."""
     out: dict[str, Any] = {f"test/{k}": v for k, v in test.items()}
     out.update({f"train/{k}": v for k, v in row.items()})
     for metric, mode in zip(study.spec.metrics, study.spec.modes, strict=True):
@@ -75,19 +83,24 @@ def _tune_metrics(study: Study, test: dict[str, float], row: dict[str, float]) -
     return out
 
 
-def _open_run(ctx: TrialContext, cfg: RunConfig, trial_id: str, trial_name: str) -> TrialRun:
-    """The trial's child run, created or reopened (see `TrialRun.open`), params logged."""
+def _open_run(
+    ctx: TrialContext, params: dict[str, Any], trial_id: str, trial_name: str
+) -> tuple[TrialRun, RunConfig]:
+    """The trial's config and child run, created or reopened (see `TrialRun.open`), params
+    logged."""
+    cfg = ctx.study.trial_config(params)
     client = MlflowClient(ctx.tracking_uri)
     tags = {
         TAG_STUDY: ctx.study.name,
         TAG_OBJECTIVE: cfg.objective.name,
+        TAG_VARIANT: ctx.study.variant(params),
         TAG_MODEL: cfg.model.name,
         TAG_PROCESS: f"{socket.gethostname()}:{os.getpid()}",
     }
     run = TrialRun.open(client, ctx.experiment_id, ctx.parent_run_id, trial_id, trial_name, tags)
     if run.closed is None:
         log_params(client, run.run_id, flatten(cfg.model_dump(mode="json")))
-    return run
+    return run, cfg
 
 
 def _closed_report(study: Study, run: TrialRun) -> dict[str, Any]:
@@ -95,7 +108,10 @@ def _closed_report(study: Study, run: TrialRun) -> dict[str, Any]:
     ended after its last saved experiment state: it is not trained again)."""
     assert run.closed is not None
     test = unprefixed(run.closed.data.metrics, "test/")
-    return _tune_metrics(study, test, {}) | {DIVERGED: int(run.closed.info.status == "FAILED")}
+    return _tune_metrics(study, test, {}) | {
+        DIVERGED: int(run.closed.info.status == "FAILED"),
+        SATURATED: run.closed.data.tags.get(TAG_SATURATED, ""),
+    }
 
 
 def _restore(trainer: Trainer, runs: list[TrialRun]) -> None:
@@ -115,28 +131,53 @@ def _report_with_checkpoint(metrics: dict[str, Any], state: bytes) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+def final_report(study: Study, result: TrainResult | None) -> dict[str, Any]:
+    """A trial's last report to Tune, which the search tells Optuna (`TrialTeller`): the test
+    metrics, `vaestudy/diverged` and `vaestudy/saturated`. `result` None: it diverged."""
+    if result is None:
+        return _tune_metrics(study, {}, {}) | {DIVERGED: 1}
+    row = result.history[-1] if result.history else {}
+    return _tune_metrics(study, result.test, row) | {
+        DIVERGED: 0,
+        SATURATED: ",".join(result.saturated),
+    }
+
+
 def _fail(study: Study, run: TrialRun, exc: Diverged) -> dict[str, Any]:
     """Close a diverged trial's run as FAILED with the reason; its report for Tune."""
     run.set_tags({TAG_FAILURE: exc.reason, TAG_FAILURE_STEP: str(exc.step)})
     run.finish("FAILED")
-    return _tune_metrics(study, {}, {}) | {DIVERGED: 1}
+    return final_report(study, None)
 
 
 def _finish(study: Study, run: TrialRun, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
-    """Log a finished trial's test metrics and artifacts, close its run; its report for Tune."""
+    """Log a finished trial's test metrics, artifacts and standing, close its run; its report
+    for Tune."""
     run.flush()
     run.log_final(result.test, result.steps)
     _log_artifacts(run, trainer, study.name)
+    verdict = judge(result.test, study.spec.constraints, result.saturated)
+    saturated = ",".join(result.saturated)
+    tags = {
+        TAG_STATE: verdict.state,
+        TAG_OWN: str(verdict.own).lower(),
+        TAG_YARDSTICK: str(verdict.yardstick).lower(),
+        TAG_FEASIBLE: str(verdict.feasible).lower(),
+    }
+    if saturated:
+        tags[TAG_SATURATED] = saturated
+    if result.stopped_saturated:
+        tags[TAG_STOPPED] = f"saturated ({saturated}) at step {result.steps}"
+    run.set_tags(tags)
     run.finish("FINISHED")
-    return _tune_metrics(study, result.test, result.history[-1]) | {DIVERGED: 0}
+    return final_report(study, result)
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """Ray Tune function trainable: one trial."""
     study = ctx.study
-    cfg = study.trial_config(config)
     context = tune.get_context()
-    run = _open_run(ctx, cfg, context.get_trial_id(), context.get_trial_name())
+    run, cfg = _open_run(ctx, config, context.get_trial_id(), context.get_trial_name())
     if run.closed is not None:
         tune.report(_closed_report(study, run))
         return
@@ -144,14 +185,12 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     trainer = Trainer(cfg)
     _restore(trainer, [run])
     last_good = trainer.save_bytes()
-    full_eval = _needs_full_eval(study)
 
     def on_eval(step: int, quick: dict[str, float]) -> None:
         nonlocal last_good
         run.flush(strict=False)  # a tracking outage must not stop training
-        test = trainer.evaluate(full=True) if full_eval else quick
         last_good = trainer.save_bytes()
-        _report_with_checkpoint(_tune_metrics(study, test, trainer.history[-1]), last_good)
+        _report_with_checkpoint(_tune_metrics(study, quick, trainer.history[-1]), last_good)
 
     policy = study.spec.on_divergence
     restarts = 0
@@ -187,20 +226,21 @@ def _pack_report(study: Study, reports: list[dict[str, Any]]) -> dict[str, Any]:
 def run_pack(config: dict[str, Any], ctx: TrialContext) -> None:
     """Ray Tune function trainable: the trials `config["members"]` as one VectorTrainer."""
     study = ctx.study
-    cfgs = [study.trial_config(member) for member in config["members"]]
     context = tune.get_context()
     trial_id, name = context.get_trial_id(), context.get_trial_name()
-    runs = [
-        _open_run(ctx, cfg, member_key(trial_id, i), member_key(name, i))
-        for i, cfg in enumerate(cfgs)
-    ]
+    runs, cfgs = zip(
+        *(
+            _open_run(ctx, member, member_key(trial_id, i), member_key(name, i))
+            for i, member in enumerate(config["members"])
+        ),
+        strict=True,
+    )
     if all(run.closed is not None for run in runs):
         tune.report(_pack_report(study, [_closed_report(study, run) for run in runs]))
         return
 
-    trainer = VectorTrainer(cfgs)
+    trainer = VectorTrainer(list(cfgs))
     _restore(trainer, runs)
-    full_eval = _needs_full_eval(study)
 
     def on_log(row: dict[str, float]) -> None:
         for i, run in enumerate(runs):
@@ -211,9 +251,8 @@ def run_pack(config: dict[str, Any], ctx: TrialContext) -> None:
     def on_eval(step: int, quick: dict[str, float]) -> None:
         for run in runs:
             run.flush(strict=False)
-        test = trainer.evaluate(full=True) if full_eval else quick
         reports = [
-            _tune_metrics(study, member_view(test, i), member.history[-1])
+            _tune_metrics(study, member_view(quick, i), member.history[-1])
             | {DIVERGED: int(i in trainer.diverged)}
             for i, member in enumerate(trainer.members)
         ]

@@ -1,0 +1,160 @@
+"""Constraint-aware search on real Optuna studies (SQLite storage), driven through vaestudy's
+Ray Tune searchers the way Tune drives them: `suggest`, then `on_trial_complete` with the trial's
+final report. No Ray runtime is needed for the searcher itself."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import REPO
+from vaestudy.study.search import DIVERGED, SATURATED, make_search
+from vaestudy.study.spec import load_study
+
+GECO = REPO / "studies" / "geco.yaml"  # metric test/kl (min); yardstick test/recon <= 110
+
+
+def final(kl: float, recon: float, kappa: float, saturated: str = "") -> dict:
+    """A finished GECO trial's final report, as `study.trial` sends it."""
+    return {
+        "test/kl": kl,
+        "test/recon": recon,
+        "test/constraint/recon": recon,
+        "test/target/recon": kappa,
+        DIVERGED: 0,
+        SATURATED: saturated,
+    }
+
+
+def searcher(tmp_path, *overrides: str):
+    study = load_study(GECO, list(overrides))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search = make_search(study, storage, "s")
+    return search, lambda: optuna.load_study(study_name="s", storage=storage)
+
+
+def test_constraint_values_are_stored_and_best_trial_is_feasible(tmp_path):
+    search, ot = searcher(tmp_path)
+    for tid in ("low_kl", "feasible", "pinned"):
+        search.suggest(tid)
+    search.on_trial_complete("low_kl", final(kl=2.0, recon=130.0, kappa=120.0))
+    search.on_trial_complete("feasible", final(kl=9.0, recon=95.0, kappa=100.0))
+    search.on_trial_complete("pinned", final(kl=1.0, recon=99.0, kappa=90.0, saturated="recon"))
+    trials = {t.user_attrs["tune_trial_id"]: t for t in ot().trials}
+    assert trials["low_kl"].constraints == {
+        "own:recon": 10.0,
+        "saturated": 0.0,
+        "yardstick:test/recon<=110": 20.0,
+    }
+    assert trials["feasible"].constraints == {
+        "own:recon": -5.0,
+        "saturated": 0.0,
+        "yardstick:test/recon<=110": -15.0,
+    }
+    assert trials["pinned"].constraints["saturated"] == 1.0  # a saturated multiplier: infeasible
+    assert all(t.state == TrialState.COMPLETE for t in trials.values())
+    best = ot().best_trial
+    assert best.user_attrs["tune_trial_id"] == "feasible" and best.value == 9.0
+
+
+@pytest.mark.parametrize(
+    "scope, keys",
+    [
+        ("own", {"own:recon", "saturated"}),
+        ("yardstick", {"yardstick:test/recon<=110"}),
+        ("none", set()),
+    ],
+)
+def test_the_study_key_chooses_what_the_search_sees(tmp_path, scope, keys):
+    search, ot = searcher(tmp_path, f"study.search_constraints={scope}")
+    search.suggest("t")
+    search.on_trial_complete("t", final(kl=2.0, recon=130.0, kappa=120.0))
+    assert set(ot().trials[0].constraints) == keys
+
+
+def test_a_diverged_trial_is_infeasible_where_the_sampler_reads_constraints(tmp_path):
+    search, ot = searcher(tmp_path)  # tpe
+    search.suggest("d")
+    search.on_trial_complete("d", {DIVERGED: 1, "test/kl": 1e30})
+    trial = ot().trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.value == math.inf
+    assert trial.constraints == {"diverged": 1e30}
+
+    (tmp_path / "random").mkdir()
+    plain, ot_plain = searcher(tmp_path / "random", "study.sampler.kind=random")
+    plain.suggest("d")
+    plain.on_trial_complete("d", {DIVERGED: 1, "test/kl": 1e30})
+    assert ot_plain().trials[0].state == TrialState.FAIL  # random search reads no constraints
+
+
+def test_trials_tune_ended_early_are_pruned_or_failed(tmp_path):
+    search, ot = searcher(tmp_path)
+    for tid in ("stopped", "crashed"):
+        search.suggest(tid)
+    intermediate = {"test/kl": 3.0, "test/recon": 100.0}  # an evaluation's report: no DIVERGED
+    search.on_trial_complete("stopped", intermediate)  # a scheduler stopped it
+    search.on_trial_complete("crashed", intermediate, error=True)
+    states = {t.user_attrs["tune_trial_id"]: t.state for t in ot().trials}
+    assert states == {"stopped": TrialState.PRUNED, "crashed": TrialState.FAIL}
+
+
+def test_constraints_reach_the_sampler(tmp_path):
+    """KL falls as κ rises, but κ > 100 breaks both constraints. After 20 trials told so, TPE
+    with the constraints homes in on the feasible optimum κ = 100; without them it chases the
+    lower KL of larger κ."""
+    proposals = {}
+    for scope in ("both", "none"):
+        folder = tmp_path / scope
+        folder.mkdir()
+        search, _ = searcher(folder, f"study.search_constraints={scope}", "study.num_trials=30")
+        kappas = []
+        for i in range(30):
+            kappa = search.suggest(f"t{i}")["objective.kappa"]
+            kappas.append(kappa)
+            recon = 100.0 + (kappa - 100.0) * 2  # recon meets κ only while κ <= 100
+            search.on_trial_complete(f"t{i}", final(kl=200.0 - kappa, recon=recon, kappa=kappa))
+        proposals[scope] = kappas[20:]  # TPE's own proposals (10 start-up trials are random)
+    assert 95 <= statistics.median(proposals["both"]) <= 105, proposals
+    assert statistics.median(proposals["none"]) > 110, proposals
+
+
+def test_multi_objective_best_trials_are_feasible(tmp_path):
+    search, ot = searcher(tmp_path, "study.metric=[test/kl, test/recon]", "study.mode=[min, min]")
+    for tid in ("a", "b", "c"):
+        search.suggest(tid)
+    search.on_trial_complete("a", final(kl=1.0, recon=150.0, kappa=160.0))  # yardstick broken
+    search.on_trial_complete("b", final(kl=10.0, recon=100.0, kappa=105.0))
+    search.on_trial_complete("c", final(kl=20.0, recon=90.0, kappa=95.0))
+    front = {t.user_attrs["tune_trial_id"] for t in ot().best_trials}
+    assert front == {"b", "c"}  # "a" dominates nothing it may: it is infeasible
+
+
+def test_packed_members_are_told_their_own_constraints(tmp_path):
+    search, ot = searcher(
+        tmp_path, "study.pack=2", "study.search={objective.kappa: {uniform: [80, 120]}}"
+    )
+    config = search.suggest("p")
+    assert len(config["members"]) == 2
+    result = {f"member0/{k}": v for k, v in final(kl=2.0, recon=130.0, kappa=120.0).items()}
+    result |= {f"member1/{k}": v for k, v in final(kl=9.0, recon=95.0, kappa=100.0).items()}
+    search.on_trial_complete("p", result)
+    got = {t.user_attrs["tune_trial_id"]: t.constraints["own:recon"] for t in ot().trials}
+    assert got == {"p/0": 10.0, "p/1": -5.0}
+    assert ot().best_trial.user_attrs["tune_trial_id"] == "p/1"
+
+
+def test_an_exhausted_grid_is_no_error(tmp_path):
+    """The grid sampler calls `study.stop()` when its last point is told; outside
+    `Study.optimize` Optuna raises, after storing the result: the search carries on."""
+    search, ot = searcher(
+        tmp_path, "study.sampler.kind=grid", "study.search={objective.kappa: {choice: [90, 100]}}"
+    )
+    for tid in ("a", "b"):
+        search.suggest(tid)
+    for tid in ("a", "b"):
+        search.on_trial_complete(tid, final(kl=2.0, recon=95.0, kappa=100.0))
+    assert [t.state for t in ot().trials] == [TrialState.COMPLETE] * 2
