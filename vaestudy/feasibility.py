@@ -39,7 +39,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 TAIL = 0.2  # "the last part of training": the last 20% of the training steps
-SCOPES = ("both", "own", "yardstick", "none")
 Scope = Literal["both", "own", "yardstick", "none"]
 _CLIP_TOLERANCE = 1e-5  # relative: λ logged as an interval mean, in float32
 WORST = 1e30  # a constraint value for "no value at all" (Optuna stores them as JSON: no inf)
@@ -173,8 +172,3 @@ def search_constraints(
             violation = rule.violation(test.get(rule.metric.removeprefix("test/")))
             out[f"yardstick:{rule.label}"] = min(violation, WORST)
     return out
-
-
-def is_feasible(constraints: Mapping[str, float]) -> bool:
-    """Optuna's rule on stored constraint values: all <= 0."""
-    return all(v <= 0 for v in constraints.values())

@@ -343,17 +343,20 @@ def plot_rate_distortion(report: Report, path: Path) -> None:
 
 
 def _trajectory_trials(report: Report) -> list[tuple[str, str, str]]:
-    """(variant, run id, title) of each variant's best feasible trial, or else its best one
-    with final test metrics."""
+    """(variant, run id, title) of each variant's best feasible trial (the summary's), or else
+    its best one with final test metrics."""
     out = []
-    for variant, group in report.trials.groupby("variant", sort=True):
-        best = _best(group[group["feasible"]], report.metric, report.mode)
-        title = f"{variant}: best feasible trial"
-        if best is None:
-            best = _best(group[group["status"].isin(WITH_TEST)], report.metric, report.mode)
-            title = f"{variant}: no feasible trial; best finished trial"
+    trials = report.trials.set_index("trial", drop=False)
+    for row in report.summary.itertuples():
+        if row.best_feasible:
+            best, title = trials.loc[row.best_feasible], f"{row.variant}: best feasible trial"
+        else:
+            group = trials[(trials["variant"] == row.variant) & trials["status"].isin(WITH_TEST)]
+            best = _best(group, report.metric, report.mode)
+            title = f"{row.variant}: no feasible trial; best finished trial"
         if best is not None:
-            out.append((variant, best["run_id"], f"{title} ({best['trial']}, {best['state']})"))
+            label = f"{title} ({best['trial']}, {best['state']})"
+            out.append((row.variant, best["run_id"], label))
     return out
 
 
