@@ -34,9 +34,10 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from vaestudy.stores import serve
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tracking import PARENT, serve
+from vaestudy.tracking import PARENT
 from vaestudy.trainer import Trainer
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "geco.yaml"

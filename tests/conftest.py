@@ -57,7 +57,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One MLflow tracking server over a fresh SQLite store for the whole test session."""
-    from vaestudy.tracking import serve
+    from vaestudy.stores import serve
 
     store = tmp_path_factory.mktemp("store")
     with serve(f"sqlite:///{store / 'mlflow.db'}") as uri:

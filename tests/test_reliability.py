@@ -20,19 +20,25 @@ from optuna.trial import TrialState
 
 from tests.test_study import TINY, children, steps, write_study
 from vaestudy.feasibility import WORST
+from vaestudy.stores import free_port, optuna_storage_url, serve
 from vaestudy.study.runner import (
     _remaining_trials,
-    optuna_storage_url,
     run_study,
     settle_orphaned_trials,
 )
 from vaestudy.study.search import TUNE_ID
 from vaestudy.study.spec import load_study
 from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED
-from vaestudy.tracking import TAG_INTERRUPTED, TrialRun, find_trial_run, free_port, serve
+from vaestudy.tracking import TAG_INTERRUPTED, TrialRun, find_trial_run
 
 # 400 images / batch 40 = 10 steps per epoch; a point every 10 steps, a checkpoint every 100.
-LONG = [*TINY, "train.log_every=10", "train.eval_every=100", "model.hidden=64"]
+LONG = [
+    *TINY,
+    "train.log_every=10",
+    "train.eval_every=100",
+    "model.hidden=64",
+    "study.checkpoint_interval_s=0",
+]
 
 
 def optuna_trials(client: MlflowClient, parent_id: str, store) -> list[optuna.trial.FrozenTrial]:

@@ -13,9 +13,10 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO
 from vaestudy.cli import main
 from vaestudy.errors import ConfigError
+from vaestudy.stores import serve
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tracking import PARENT, serve
+from vaestudy.tracking import PARENT
 
 STUDIES = sorted((REPO / "studies").rglob("*.yaml"))
 TINY = [

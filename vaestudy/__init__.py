@@ -4,8 +4,11 @@ Trials run in the environment vaestudy is installed in (on a cluster: the same l
 node). Ray's `uv run` integration, which would package the current directory (with its `mlflow/`
 store, `ray_results/` and data) as each worker's working directory, is therefore switched off
 unless RAY_ENABLE_UV_RUN_RUNTIME_ENV is set explicitly. Ray reads it when `ray` is first imported.
+MLflow's "View run at <url>" lines are switched off too: a study's loopback server is gone by the
+time anyone reads them (`vaestudy ui` opens the store).
 """
 
 import os
 
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")

@@ -1,7 +1,11 @@
 """`vaestudy` command line: train, validate, run, report, ui.
 
-User errors (bad config, missing data, unknown study) print one clear message to stderr and
-exit with status 2, without a traceback.
+Exit statuses: 0 done (every trial ended: finished, diverged or stopped early are results);
+1 infrastructure errors (a trial errored, or none ended); 2 bad input (config, data, stores,
+resources, cluster: one clear message, no traceback, nothing run or created); 130 interrupted
+(Ctrl-C; `vaestudy run` prints the command that continues the study). Config and study files
+are read and checked (`validate`, and `run` before it starts anything) without importing torch,
+Ray or MLflow.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ import sys
 from collections.abc import Sequence
 
 from vaestudy.errors import UserError
+
+EXIT_OK = 0  # every trial ended (finished, diverged or stopped early: results, not errors)
+EXIT_INFRA = 1  # a trial ended in an infrastructure error, or no trial ended at all
+EXIT_BAD_INPUT = 2  # a config, data, store, resource or cluster problem; nothing was run
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): finished trials are kept; --resume continues
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -37,14 +46,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from vaestudy.preflight import check_study
     from vaestudy.study.spec import load_study
 
     study = load_study(args.study, args.set)
     spec = study.spec
+    check_study(study, tracking_uri=args.tracking_uri, storage_path=args.storage_path)
     packs = f" in packs of {spec.pack}" if spec.pack > 1 else ""
     yardstick = ", ".join(rule.label for rule in spec.constraints) or "none"
     print(
-        f"{args.study}: study {spec.name!r} is valid: {spec.num_trials} trials{packs}, "
+        f"{args.study}: study {spec.name!r} is valid and can start here (data, tracking store, "
+        f"storage, resources checked): {spec.num_trials} trials{packs}, "
         f"{len(study.distributions)} searched keys ({', '.join(study.distributions)}), "
         f"metric {spec.metric} ({spec.mode}), sampler {spec.sampler.kind}; yardstick "
         f"{yardstick}; the search sees {spec.search_constraints} constraints"
@@ -55,37 +67,81 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from vaestudy.report import answer
-    from vaestudy.study.runner import run_study
+    from vaestudy.preflight import check_study
+    from vaestudy.study.resume import resume_command, resume_overrides
     from vaestudy.study.spec import load_study
 
     overrides = list(args.set or [])
     if args.trials is not None:
         overrides.append(f"study.num_trials={args.trials}")
+    if args.resume:
+        overrides = resume_overrides(args.study, overrides, args.tracking_uri)
     study = load_study(args.study, overrides)
-    outcome = run_study(
+    check_study(
         study,
         tracking_uri=args.tracking_uri,
-        address=args.address,
-        resume=args.resume,
         storage_path=args.storage_path,
+        address=args.address,
     )
-    state = "interrupted" if outcome.interrupted else "done"
+    from vaestudy.stores import tracking_session, tune_storage
+    from vaestudy.study.console import StudyProgress, mark, quiet_libraries
+
+    log_file = tune_storage(args.storage_path) / f"{study.name}.log"
+    quiet_libraries(log_file)
+    mark("preflight")
+
+    def start() -> None:  # while the tracking server starts: Ray, then the other imports
+        from vaestudy.study.cluster import start_ray
+
+        start_ray(args.address)
+        mark("ray start")
+        import vaestudy.study.runner  # noqa: F401 - MLflow, Optuna, Tune, pandas
+
+        quiet_libraries(log_file)  # again: some install their log handlers on import
+        mark("imports")
+
+    with (
+        tracking_session(args.tracking_uri, while_starting=start) as uri,
+        StudyProgress(study, log_file) as progress,
+    ):
+        mark("tracking server")
+        from vaestudy.study.runner import run_study
+
+        outcome = run_study(
+            study,
+            tracking_uri=uri,
+            address=args.address,
+            resume=args.resume,
+            storage_path=args.storage_path,
+            progress=progress,
+        )
+    mark("report")
+    from vaestudy.report import answer
+
     if outcome.report is not None:
         report = outcome.report
         print(
             f"\n{report.rules_text()}\n\n{report.summary.to_markdown(index=False, floatfmt='.4g')}"
         )
         print(f"\n{answer(report)}\n")
+    diverged = outcome.failed - outcome.errored
+    state = "interrupted" if outcome.interrupted else "done"
     print(
-        f"study {study.name!r} {state}: {outcome.finished} trials finished, {outcome.failed} "
-        f"failed; MLflow parent run {outcome.parent_run_id} (experiment {study.name!r}); "
-        f"tables and figures: vaestudy report {study.name}"
+        f"study {study.name!r} {state}: {outcome.finished} trials finished, {diverged} diverged, "
+        f"{outcome.errored} errored; MLflow parent run {outcome.parent_run_id} (experiment "
+        f"{study.name!r}); tables and figures: vaestudy report {study.name}"
     )
     if outcome.interrupted:
-        print(f"continue it with: vaestudy run {args.study} --resume", file=sys.stderr)
-        return 1
-    return 0
+        print(f"continue it with: {resume_command(study)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if outcome.errored or not (outcome.finished or diverged):
+        print(
+            f"{outcome.errored} trials ended in an error (not a result: see each run's "
+            "vaestudy.failure_reason tag in MLflow); they count as failures",
+            file=sys.stderr,
+        )
+        return EXIT_INFRA
+    return EXIT_OK
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -94,7 +150,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
     from vaestudy.report import attach, build_report, write_report
-    from vaestudy.tracking import tracking_session
+    from vaestudy.stores import tracking_session
 
     name = args.study
     if name.endswith((".yaml", ".yml")):
@@ -121,31 +177,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
+    import signal
 
-    from vaestudy.tracking import default_store, store_uri
+    from vaestudy.stores import serve, store_uri
 
     backend = store_uri(args.tracking_uri)
     if backend.startswith(("http://", "https://")):
         print(f"open {backend} in a browser: that server is the UI")
-        return 0
-    artifacts = (default_store() / "artifacts").resolve()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        backend,
-        "--artifacts-destination",
-        str(artifacts),
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {backend}); Ctrl-C stops it")
-    return subprocess.call(cmd)
+        return EXIT_OK
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # SIGINT raises KeyboardInterrupt already
+    try:
+        with serve(backend, port=args.port, host=args.host) as uri:
+            print(f"MLflow UI on {uri} (store {backend}); Ctrl-C stops it", flush=True)
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        print("MLflow UI stopped", file=sys.stderr)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a study file without running it")
     validate.add_argument("study")
     validate.add_argument("--set", action="append", metavar="KEY=VALUE")
+    validate.add_argument("--tracking-uri", help="check this store (default as for run)")
+    validate.add_argument("--storage-path", help="check this Tune storage (default as for run)")
     validate.set_defaults(func=_cmd_validate)
 
     run = sub.add_parser("run", help="run a study: Ray Tune trials, Optuna search, MLflow runs")
@@ -178,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlflow)"
     )
     run.add_argument("--storage-path", help="Ray Tune results/checkpoints (default ./ray_results)")
-    run.add_argument("--resume", action="store_true", help="continue the study's last run")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the study's newest run with the overrides it was started with",
+    )
     run.set_defaults(func=_cmd_run)
 
     report = sub.add_parser(
@@ -205,10 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

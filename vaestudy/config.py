@@ -104,6 +104,15 @@ class RunConfig(Section):
         return self
 
 
+def member_keys(cfg: RunConfig) -> list[str]:
+    """The dotted config keys in which vectorised members (`vaestudy.vectorized`) and packed
+    study trials may differ: the seed, the objective's `hyper_fields` and λ's initial value."""
+    keys = ["train.seed", *(f"objective.{f}" for f in cfg.objective.hyper_fields)]
+    if hasattr(cfg.objective, "multiplier"):
+        keys.append("objective.multiplier.init")
+    return keys
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading, overrides and error messages
 

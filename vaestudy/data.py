@@ -8,22 +8,16 @@ slices of an on-device permutation: no DataLoader, no host round trip in the tra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torchvision import datasets
 
 from vaestudy.config import DataConfig
+from vaestudy.dataset_files import data_problem, raw_folder
 from vaestudy.errors import DataError
 
 _DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
-RAW_FILES = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-]
 N_CLASSES = 10
 
 
@@ -51,25 +45,16 @@ class DeviceData:
         return x, self.train_y[idx]
 
 
-def raw_folder(cfg: DataConfig) -> Path:
-    return Path(cfg.root) / _DATASETS[cfg.dataset].__name__ / "raw"
-
-
 def _read_split(cfg: DataConfig, train: bool) -> tuple[Tensor, Tensor]:
-    cls = _DATASETS[cfg.dataset]
-    folder = raw_folder(cfg)
-    missing = [f for f in RAW_FILES if not (folder / f).is_file()]
-    if missing and not cfg.download:
-        raise DataError(
-            f"{cfg.dataset} not found: looked in {folder.resolve()} for {', '.join(RAW_FILES)}; "
-            f"missing {', '.join(missing)}. Point data.root at a folder holding "
-            f"{cls.__name__}/raw/ (e.g. --set data.root=../shared/data), or set "
-            f"data.download=true where the network allows it."
-        )
+    problem = data_problem(cfg)
+    if problem is not None:
+        raise DataError(problem)
     try:
-        ds = cls(root=cfg.root, train=train, download=cfg.download)
+        ds = _DATASETS[cfg.dataset](root=cfg.root, train=train, download=cfg.download)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise DataError(f"{cfg.dataset}: cannot load from {folder.resolve()}: {exc}") from None
+        raise DataError(
+            f"{cfg.dataset}: cannot load from {raw_folder(cfg).resolve()}: {exc}"
+        ) from None
     return ds.data, ds.targets
 
 

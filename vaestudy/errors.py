@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A dataset that is missing or unreadable."""
+
+
+class ClusterError(UserError):
+    """Ray cannot be started or reached at the address given."""

@@ -1,4 +1,5 @@
-"""Figures: sample and reconstruction grids (torchvision), trajectory plots (matplotlib)."""
+"""Trajectory figures (matplotlib): what a run's KL, reconstruction, constraints and multipliers
+did over the steps. Image grids are in `vaestudy.image_grids` (torch)."""
 
 from __future__ import annotations
 
@@ -8,30 +9,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
-
-from vaestudy.data import DeviceData  # noqa: E402
-from vaestudy.models import VAE  # noqa: E402
-
-
-@torch.no_grad()
-def save_samples(model: VAE, path: Path, n: int = 64) -> None:
-    """Means of p(x|z) for z ~ N(0, I), in an 8-wide grid (labels cycle for conditional models)."""
-    device = next(model.parameters()).device
-    z = torch.randn(n, model.latent_dim, device=device)
-    y = torch.arange(n, device=device) % model.n_classes if model.n_classes else None
-    save_image(model.decode(z, y).float().sigmoid(), path, nrow=8)
-
-
-@torch.no_grad()
-def save_reconstructions(model: VAE, data: DeviceData, path: Path, n: int = 32) -> None:
-    """Rows alternate: test images, then their reconstructions from the posterior mean."""
-    x, y = data.test_x[:n], data.test_y[:n]
-    mu, _ = model.encode(x)
-    recon = model.decode(mu, y if model.n_classes else None).float().sigmoid()
-    pairs = torch.cat([torch.cat([x[i : i + 8], recon[i : i + 8]]) for i in range(0, n, 8)])
-    save_image(pairs, path, nrow=8)
 
 
 def plot_trajectories(history: list[dict[str, float]], path: Path, title: str = "") -> None:

@@ -1,11 +1,10 @@
 """MLflow tracking: where runs go, the study's parent run, and each trial's child run.
 
 Store. Without `--tracking-uri` / `MLFLOW_TRACKING_URI` the store is the project's `mlflow/`
-folder: `mlflow/mlflow.db` (SQLite, MLflow's default backend kind) and `mlflow/artifacts/`. Many
-trial processes writing one SQLite file would hit "database is locked", so for a study the driver
-starts one `mlflow server` on loopback over that store and every trial logs over HTTP. An
-`http(s)://` URI is used as it is (a shared server for a Ray cluster, see mlflow/README.md); any
-other URI (e.g. `postgresql://...`) is served the same way as the local store.
+folder: `mlflow/mlflow.db` (SQLite, MLflow's default backend kind) and `mlflow/artifacts/`;
+`vaestudy.stores` serves it (or any non-HTTP URI, e.g. `postgresql://...`) on loopback for the
+study's length, and uses an `http(s)://` URI as it is (a shared server for a Ray cluster, see
+mlflow/README.md).
 
 Runs. The study is a parent run; each trial is a child run (tag `mlflow.parentRunId`) tagged with
 the study, objective, model and the Ray Tune trial id, so a retried or restored trial continues
@@ -18,24 +17,14 @@ points queued and sends them at its next flush, so an outage costs no metrics.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-
-from vaestudy.errors import UserError
 
 MAX_BATCH = 1000
 TAG_STUDY = "vaestudy.study"
@@ -55,111 +44,6 @@ TAG_YARDSTICK = "vaestudy.satisfies_yardstick"
 TAG_FEASIBLE = "vaestudy.feasible"
 TAG_SATURATED = "vaestudy.saturated"  # comma-joined names: "target unreachable at this budget"
 PARENT = "mlflow.parentRunId"
-
-
-class TrackingError(UserError):
-    """The tracking store cannot be reached or used."""
-
-
-def default_store(root: Path | None = None) -> Path:
-    return (root or Path.cwd()) / "mlflow"
-
-
-def store_uri(uri: str | None) -> str:
-    """The backend URI asked for: the argument, $MLFLOW_TRACKING_URI, or the local store."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{(default_store() / 'mlflow.db').resolve()}"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def check_server(uri: str, timeout: float = 10.0) -> None:
-    """Fail fast, with a clear message, when an HTTP tracking server does not answer."""
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
-            if resp.status == 200:
-                return
-    except OSError as exc:
-        raise TrackingError(
-            f"MLflow tracking server {uri} is unreachable ({exc}); start it or pass another "
-            "--tracking-uri (nothing was run)"
-        ) from None
-    raise TrackingError(f"MLflow tracking server {uri} answered /health with {resp.status}")
-
-
-@contextlib.contextmanager
-def serve(
-    backend_uri: str, port: int | None = None, startup_timeout: float = 180.0
-) -> Iterator[str]:
-    """Run `mlflow server` on loopback over `backend_uri` (on `port`, or a free one); yield its
-    http:// URI. On exit the server's whole process group (uvicorn included) is stopped."""
-    store = default_store()
-    if backend_uri.startswith("sqlite:///"):
-        store = Path(backend_uri.removeprefix("sqlite:///")).parent
-    store.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    uri = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend_uri,
-        "--artifacts-destination", str((store / "artifacts").resolve()),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    # The server's background job runner serves GenAI features vaestudy does not use.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = open(store / "server.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-    )
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise TrackingError(
-                    f"mlflow server over {backend_uri} exited ({proc.returncode}); "
-                    f"see {store / 'server.log'}"
-                )
-            try:
-                check_server(uri, timeout=2)
-                break
-            except TrackingError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        yield uri
-    finally:
-        _stop_group(proc)
-        log.close()
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the process group `proc` leads, then SIGKILL whatever is left after 20 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=20)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-@contextlib.contextmanager
-def tracking_session(uri: str | None) -> Iterator[str]:
-    """Yield an HTTP tracking URI usable from every trial process for the session's length."""
-    backend = store_uri(uri)
-    if backend.startswith(("http://", "https://")):
-        check_server(backend)
-        yield backend
-    else:
-        with serve(backend) as served:
-            yield served
 
 
 def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str | None:

@@ -2,7 +2,7 @@
 
 The K members are run configs that may differ only in `train.seed` (initialisation and noise),
 λ's initial value (`objective.multiplier.init`) and the objective's targets and weights listed in
-its `hyper_fields` (GECO's κ, the Lagrangian VAE's ε and mi, β, ...; held as buffers). Each
+its config's `hyper_fields` (GECO's κ, the Lagrangian VAE's ε and mi, β, ...; held as buffers). Each
 member is built exactly as `Trainer` builds a run; then their parameters and buffers are stacked
 (`torch.func.stack_module_state`) and one `vmap(grad(...))` gives every member's loss, metrics and
 gradients in one pass. One optimizer steps the stacked parameters (element-wise, hence K
@@ -33,12 +33,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from vaestudy.config import RunConfig, load_run_config, parse_overrides
+from vaestudy.config import RunConfig, load_run_config, member_keys, parse_overrides
 from vaestudy.data import DeviceData
 from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import ConfigError
 from vaestudy.objectives.base import Output
-from vaestudy.objectives.registry import objective_class
 from vaestudy.trainer import (
     Diverged,
     EvalCallback,
@@ -66,15 +65,6 @@ def member_view(row: dict[str, float], k: int) -> dict[str, float]:
     return unprefixed(row, f"{k}/")
 
 
-def varying_keys(cfg: RunConfig) -> list[str]:
-    """The dotted config keys members may differ in."""
-    hyper = objective_class(cfg.objective.name).hyper_fields
-    keys = ["train.seed", *(f"objective.{f}" for f in hyper)]
-    if hasattr(cfg.objective, "multiplier"):
-        keys.append("objective.multiplier.init")
-    return keys
-
-
 def _blank(cfg: RunConfig, keys: list[str]) -> dict[str, Any]:
     raw = cfg.model_dump(mode="json")
     for key in keys:
@@ -87,7 +77,7 @@ def _blank(cfg: RunConfig, keys: list[str]) -> dict[str, Any]:
 
 
 def check_members(cfgs: list[RunConfig]) -> None:
-    """Raise ConfigError unless all configs differ only in `varying_keys`."""
+    """Raise ConfigError unless all configs differ only in `member_keys`."""
     if not cfgs:
         raise ConfigError("vectorised training needs at least one member config")
     if cfgs[0].train.stop_saturated:
@@ -95,7 +85,7 @@ def check_members(cfgs: list[RunConfig]) -> None:
             "train.stop_saturated: vectorised members train as one computation, so stopping "
             "one saves nothing; train them one at a time to stop saturated runs early"
         )
-    keys = varying_keys(cfgs[0])
+    keys = member_keys(cfgs[0])
     base = _blank(cfgs[0], keys)
     flat = flatten(base)
     for i, cfg in enumerate(cfgs[1:], start=1):

@@ -11,7 +11,8 @@ means in nats:
   is D <= ε), `constraint_ma/<name>` (moving average of D) and `lambda/<name>` (multiplier).
 
 Constrained objectives also return `constraints = D − ε` (a [K] tensor) that `update()` hands to
-their `Multipliers` after the optimiser step. The config values named in `hyper_fields` (targets
+their `Multipliers` after the optimiser step. The config values named in the config class's
+`hyper_fields` (targets
 and weights such as κ, ε, β) are held as float buffers: the loss reads them as tensors, so the
 vectorised trainer (`vaestudy.vectorized`) can give each member its own. Nothing here touches Ray,
 MLflow or the host.
@@ -57,15 +58,12 @@ class Pass:
 class Objective(nn.Module):
     """Base class: the shared forward pass, the ELBO metrics and the multiplier bookkeeping."""
 
-    constraint_names: tuple[str, ...] = ()
-    hyper_fields: tuple[str, ...] = ()  # config values held as buffers (None: not registered)
-
     def __init__(self, cfg, nll: NegLogLik) -> None:  # cfg: one of objectives.configs
         super().__init__()
         self.cfg = cfg
         self.nll = nll
         self.multipliers: Multipliers | None = None
-        for name in self.hyper_fields:
+        for name in cfg.hyper_fields:  # values held as buffers (None: not registered)
             value = getattr(cfg, name, None)
             if value is not None:
                 self.register_buffer(name, torch.tensor(value, dtype=torch.float32))
@@ -99,13 +97,14 @@ class Objective(nn.Module):
 
 
 class ConstrainedObjective(Objective):
-    """An objective with one Lagrange multiplier per name in `constraint_names`, configured by
-    its config's `multiplier` section."""
+    """An objective with one Lagrange multiplier per name in its config's `constraint_names`,
+    configured by its config's `multiplier` section."""
 
     multipliers: Multipliers
 
     def __init__(self, cfg, nll: NegLogLik) -> None:
         super().__init__(cfg, nll)
+        self.constraint_names: tuple[str, ...] = cfg.constraint_names
         self.multipliers = Multipliers(list(self.constraint_names), cfg.multiplier)
 
     def constraint_metrics(self, values: Tensor, targets: Tensor) -> dict[str, Tensor]:

@@ -2,11 +2,16 @@
 
 Units: every target is in nats per example (or, for MMD, the scaled MMD value), the same unit
 as the metric it bounds. Every constraint reads "quantity <= target".
+
+Each config class also says, without building anything (so that study validation needs no
+torch), which constraints its objective has (`constraint_names`, one multiplier each) and which
+of its values the objective holds as tensors (`hyper_fields`: the targets and weights that
+vectorised members may differ in).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -54,6 +59,8 @@ class MultiplierConfig(_Cfg):
 
 
 class _Base(_Cfg):
+    constraint_names: ClassVar[tuple[str, ...]] = ()
+    hyper_fields: ClassVar[tuple[str, ...]] = ()
     kl: Literal["analytic", "mc"] = Field(
         "analytic", description="KL[q(z|x)||p(z)] in closed form or as a one-sample estimate"
     )
@@ -69,6 +76,7 @@ class BetaVaeConfig(_Base):
     """β-VAE (Higgins et al. 2017): recon + β·KL."""
 
     name: Literal["beta_vae"] = "beta_vae"
+    hyper_fields = ("beta",)
     beta: float = Field(4.0, ge=0)
 
 
@@ -83,6 +91,8 @@ class GecoConfig(_Base):
     """GECO (Rezende & Viola 2018): min KL s.t. recon NLL <= kappa (nats per example)."""
 
     name: Literal["geco"] = "geco"
+    constraint_names = ("recon",)
+    hyper_fields = ("kappa",)
     kappa: float = Field(90.0, gt=0, description="target for -log p(x|z), nats per example")
     multiplier: MultiplierConfig = MultiplierConfig(
         init=1.0, update="geco", lr=1e-3, min=1e-6, max=1e6
@@ -93,6 +103,8 @@ class LagVaeConfig(_Base):
     """Lagrangian VAE (Zhao, Song, Ermon 2018): constraints -ELBO <= ε1, scaled MMD <= ε2."""
 
     name: Literal["lagvae"] = "lagvae"
+    constraint_names = ("neg_elbo", "mmd")
+    hyper_fields = ("epsilon", "mi")
     kl: Literal["analytic", "mc"] = "mc"
     mi: float = 1.0
     epsilon: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (86.0, 5.0)
@@ -123,6 +135,8 @@ class IcVaeConfig(_Base):
     """
 
     name: Literal["icvae"] = "icvae"
+    constraint_names = ("invariance",)
+    hyper_fields = ("beta", "epsilon")
     beta: float = Field(1.0, ge=0)
     epsilon: float | None = Field(None, ge=0)
     multiplier: MultiplierConfig = MultiplierConfig(init=1.0, update="frozen")
@@ -146,6 +160,11 @@ ObjectiveConfig = Annotated[
 ]
 
 
-def objective_names() -> list[str]:
+def config_classes() -> dict[str, type[_Base]]:
+    """Each objective's name and its config class."""
     union = get_args(ObjectiveConfig)[0]
-    return [get_args(cls.model_fields["name"].annotation)[0] for cls in get_args(union)]
+    return {get_args(cls.model_fields["name"].annotation)[0]: cls for cls in get_args(union)}
+
+
+def objective_names() -> list[str]:
+    return list(config_classes())

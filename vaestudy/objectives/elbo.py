@@ -16,8 +16,6 @@ from vaestudy.objectives.schedules import schedule_value
 
 
 class WeightedElbo(Objective):
-    hyper_fields = ("beta",)  # β-VAE only
-
     def weight(self, step: Tensor) -> Tensor:
         """β(t): the schedule's value (KL annealing), β (β-VAE) or 1 (ELBO)."""
         name = self.cfg.name

@@ -18,9 +18,6 @@ from vaestudy.objectives.base import ConstrainedObjective, Output
 
 
 class Geco(ConstrainedObjective):
-    constraint_names = ("recon",)
-    hyper_fields = ("kappa",)
-
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)

@@ -21,9 +21,6 @@ from vaestudy.objectives.base import ConstrainedObjective, Output
 
 
 class InvariantCvae(ConstrainedObjective):
-    constraint_names = ("invariance",)
-    hyper_fields = ("beta", "epsilon")
-
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)

@@ -24,9 +24,6 @@ from vaestudy.objectives.base import ConstrainedObjective, Output
 
 
 class LagrangianVae(ConstrainedObjective):
-    constraint_names = ("neg_elbo", "mmd")
-    hyper_fields = ("epsilon", "mi")
-
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)

@@ -22,9 +22,5 @@ _REGISTRY: dict[str, type[Objective]] = {
 }
 
 
-def objective_class(name: str) -> type[Objective]:
-    return _REGISTRY[name]
-
-
 def build_objective(cfg, nll: NegLogLik) -> Objective:
     return _REGISTRY[cfg.name](cfg, nll)

@@ -29,9 +29,13 @@ from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import UserError
 from vaestudy.feasibility import split_names
 from vaestudy.report import Report, build_report, log_answer
+from vaestudy.stores import optuna_storage_url, tracking_session
+from vaestudy.study.cluster import check_cluster, start_ray
+from vaestudy.study.console import StudyProgress, mark, tune_callback
+from vaestudy.study.resume import remembered
 from vaestudy.study.search import ENDED, TUNE_ID, TrialTeller, counts, make_search, tell
 from vaestudy.study.spec import Study
-from vaestudy.study.trial import TrialContext, run_pack, run_trial
+from vaestudy.study.trainables import TrialContext, run_pack, run_trial
 from vaestudy.tracking import (
     PARENT,
     TAG_FAILURE,
@@ -40,13 +44,11 @@ from vaestudy.tracking import (
     TAG_SATURATED,
     TAG_STUDY,
     close_orphans,
-    default_store,
     ended,
     experiment_id,
     find_trial_run,
     latest_study_run,
     log_params,
-    tracking_session,
 )
 
 TAG_TUNE_PATH = "vaestudy.tune_path"
@@ -58,15 +60,10 @@ class StudyOutcome:
     parent_run_id: str
     tracking_uri: str
     finished: int
-    failed: int
+    failed: int  # diverged or errored
+    errored: int  # ended in an infrastructure error (not a result): `vaestudy run` exits 1
     interrupted: bool
     report: Report | None  # the study's answer, read back from MLflow (None: no trials)
-
-
-def optuna_storage_url() -> str:
-    path = default_store() / "optuna.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path.resolve()}"
 
 
 def _absolute_data_root(study: Study) -> None:
@@ -83,10 +80,16 @@ def run_study(
     address: str | None = None,
     resume: bool = False,
     storage_path: str | None = None,
+    progress: StudyProgress | None = None,
 ) -> StudyOutcome:
+    """Run `study` (see the module doc). Call `vaestudy.preflight.check_study` first: this
+    assumes the data, stores and local resources were checked. `progress`: the console's
+    display of the trials (`vaestudy.study.console`), if any."""
     _absolute_data_root(study)
     storage = Path(storage_path or "ray_results").resolve()
-    with tracking_session(tracking_uri) as uri:
+    # Ray starts while the local tracking server starts: both take seconds.
+    with tracking_session(tracking_uri, while_starting=lambda: start_ray(address)) as uri:
+        check_cluster(study, address)
         client = MlflowClient(uri)
         experiment = experiment_id(client, study.name)
         assert experiment is not None
@@ -97,7 +100,7 @@ def run_study(
             run = client.create_run(
                 experiment,
                 run_name=study.name,
-                tags={TAG_KIND: "study", TAG_STUDY: study.name},
+                tags={TAG_KIND: "study", TAG_STUDY: study.name, **remembered(study)},
             )
             parent_id = run.info.run_id
             optuna_name = f"{study.name}-{parent_id[:8]}"
@@ -111,8 +114,6 @@ def run_study(
             tune_path = Path(parent.data.tags[TAG_TUNE_PATH])
             client.update_run(parent_id, status="RUNNING")
 
-        if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, logging_level="WARNING")
         ctx = TrialContext(study, uri, experiment, parent_id)
         gpu = study.spec.resources.gpu
         if gpu and not ray.cluster_resources().get("GPU"):
@@ -122,14 +123,14 @@ def run_study(
         trainable = tune.with_resources(
             tune.with_parameters(train, ctx=ctx), {"cpu": study.spec.resources.cpu, "gpu": gpu}
         )
-        ended_cleanly: set[str] = set()  # Tune trials without error (stopped early, if unclosed)
+        grids: list[tune.ResultGrid] = []
         try:
             if resume:  # trials that ended after the killed driver's last word to Optuna
                 settle_orphaned_trials(study, optuna_name, client, experiment, parent_id)
             if resume and tune.Tuner.can_restore(str(tune_path)):
                 # Finish the trials the interrupted experiment had started (from checkpoints).
                 tuner = tune.Tuner.restore(str(tune_path), trainable, resume_errored=True)
-                ended_cleanly |= _clean_trial_ids(tuner.fit())
+                grids.append(tuner.fit())
                 tune_path = tune_path.with_name(f"{tune_path.name}-resumed-{_now()}")
             if resume:  # what neither MLflow nor the restore finished is run again
                 settle_orphaned_trials(
@@ -137,26 +138,29 @@ def run_study(
                 )
             if _remaining_trials(study, optuna_name) > 0:
                 client.set_tag(parent_id, TAG_TUNE_PATH, str(tune_path))
-                tuner = _new_tuner(study, trainable, optuna_name, tune_path)
-                ended_cleanly |= _clean_trial_ids(tuner.fit())
+                tuner = _new_tuner(study, trainable, optuna_name, tune_path, progress)
+                grids.append(tuner.fit())
         except KeyboardInterrupt:
             pass  # Tune saved its state; the checks below record what is left to do
+        mark("trials")
         interrupted = _remaining_trials(study, optuna_name) > 0
+        ended_cleanly = {r.metrics["trial_id"] for g in grids for r in g if _clean(r)}
         orphans = close_orphans(client, experiment, parent_id, ended_cleanly)
-        finished, failed = _count_children(client, experiment, parent_id)
+        finished, failed, errored = _count_children(client, experiment, parent_id)
         if orphans:
             client.set_tag(parent_id, "vaestudy.orphans_closed", str(orphans))
         report = None
         if finished or failed:
             report = build_report(client, study.name, parent_id)
             log_answer(client, report)
-        status = "KILLED" if interrupted else "FINISHED"
+        status = "KILLED" if interrupted else "FAILED" if errored else "FINISHED"
         client.set_terminated(parent_id, status=status)
-        return StudyOutcome(parent_id, uri, finished, failed, interrupted, report)
+        return StudyOutcome(parent_id, uri, finished, failed, errored, interrupted, report)
 
 
-def _clean_trial_ids(grid: tune.ResultGrid) -> set[str]:
-    return {r.metrics["trial_id"] for r in grid if r.error is None and "trial_id" in r.metrics}
+def _clean(result: tune.Result) -> bool:
+    """A Tune trial that ended without error (stopped early, if its run was left unclosed)."""
+    return result.error is None and "trial_id" in result.metrics
 
 
 def _now() -> str:
@@ -212,7 +216,13 @@ def settle_orphaned_trials(
                 client.set_terminated(run.info.run_id, status="KILLED")
 
 
-def _new_tuner(study: Study, trainable, optuna_name: str, tune_path: Path) -> tune.Tuner:
+def _new_tuner(
+    study: Study,
+    trainable,
+    optuna_name: str,
+    tune_path: Path,
+    progress: StudyProgress | None = None,
+) -> tune.Tuner:
     spec = study.spec
     search = make_search(study, optuna_storage_url(), optuna_name)
     scheduler = None
@@ -238,13 +248,17 @@ def _new_tuner(study: Study, trainable, optuna_name: str, tune_path: Path) -> tu
             storage_path=str(tune_path.parent),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=1,
+            callbacks=[tune_callback(progress)] if progress else None,
+            verbose=0 if progress else 1,
         ),
     )
 
 
-def _count_children(client: MlflowClient, experiment: str, parent_id: str) -> tuple[int, int]:
+def _count_children(client: MlflowClient, experiment: str, parent_id: str) -> tuple[int, int, int]:
+    """The study's trial runs: finished, failed (diverged or errored), errored (did not reach
+    their own end: an infrastructure failure, not a result)."""
     runs = client.search_runs([experiment], filter_string=f"tags.`{PARENT}` = '{parent_id}'")
     finished = sum(r.info.status == "FINISHED" for r in runs)
     failed = sum(r.info.status == "FAILED" or TAG_FAILURE in r.data.tags for r in runs)
-    return finished, failed
+    errored = sum(r.info.status == "FAILED" and not ended(r) for r in runs)
+    return finished, failed, errored

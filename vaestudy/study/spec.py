@@ -11,6 +11,7 @@
       scheduler: {kind: asha, grace_period: 2, reduction_factor: 2}   # optional
       max_failures: 2                # Ray Tune retries of a crashed trial
       pack: 1                        # trials trained together as one vectorised computation
+      checkpoint_interval_s: 30      # least seconds between a trial's checkpoints (0: each eval)
       search:                        # dotted keys into the template; list elements by index
         objective.kappa: {uniform: [80, 110]}
         objective.multiplier.lr: {loguniform: [1.0e-4, 1.0e-2]}
@@ -57,6 +58,7 @@ from vaestudy.config import (
     RunConfig,
     apply_overrides,
     format_validation_error,
+    member_keys,
     parse_overrides,
     read_yaml,
     validate_run,
@@ -64,8 +66,7 @@ from vaestudy.config import (
 from vaestudy.dotted import flatten, set_dotted
 from vaestudy.errors import ConfigError
 from vaestudy.feasibility import Scope, Yardstick
-from vaestudy.objectives.registry import objective_class
-from vaestudy.vectorized import varying_keys
+from vaestudy.objectives.configs import config_classes
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -152,6 +153,14 @@ class StudySpec(_Spec):
     search_constraints: Scope = "both"
     on_divergence: DivergencePolicy = DivergencePolicy()
     pack: int = Field(1, ge=1, description="trials trained together per Ray Tune trial")
+    checkpoint_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="least seconds between a trial's Tune checkpoints (taken at evaluations; "
+        "0: at every evaluation). A crashed trial retries from its last checkpoint, so this "
+        "bounds the work a crash loses; each checkpoint costs a state write and Tune's "
+        "experiment snapshot",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
@@ -195,9 +204,16 @@ _ALWAYS = {"elbo", "kl", "recon", *FULL_EVAL_ONLY}
 class Study:
     """A validated study: the spec, the raw template and its parsed distributions."""
 
-    def __init__(self, spec: StudySpec, template: dict[str, Any], source: str) -> None:
+    def __init__(
+        self,
+        spec: StudySpec,
+        template: dict[str, Any],
+        source: str,
+        overrides: list[str] | None = None,
+    ) -> None:
         self.spec = spec
         self.source = source
+        self.overrides = list(overrides or [])  # the `--set` items applied to the file
         # Every key with its value, defaults included, so any key can be searched.
         self.template = validate_run(template, source).model_dump(mode="json")
         self.fixed: dict[str, Any] = {}
@@ -264,7 +280,7 @@ class Study:
             raise ConfigError(f"{self.source}: study.search: empty; name at least one key")
         for key in self.spec.search:
             _require_path(self.template, key, self.source)
-        for key, values in self._extremes().items():
+        for key, values in self.extremes().items():
             for value in values:
                 try:
                     RunConfig.model_validate(self.trial_raw({key: value}))
@@ -290,7 +306,7 @@ class Study:
                 )
 
     def _check_packable(self, base: RunConfig) -> None:
-        allowed = varying_keys(base)
+        allowed = member_keys(base)
         for key in self.distributions:
             if not any(key == a or key.startswith(f"{a}.") for a in allowed):
                 raise ConfigError(
@@ -298,7 +314,7 @@ class Study:
                     f"may differ only in {', '.join(allowed)}; search {key} with pack: 1"
                 )
 
-    def _extremes(self) -> dict[str, list[Any]]:
+    def extremes(self) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}
         for key, dist in self.distributions.items():
             if isinstance(dist, Uniform):
@@ -319,7 +335,7 @@ class Study:
             names |= {o["name"] for o in objective_dist.choice if isinstance(o, dict)}
         known = {f"test/{m}" for m in _ALWAYS}
         for name in names:
-            for c in objective_class(name).constraint_names:
+            for c in config_classes()[name].constraint_names:
                 known |= {f"test/constraint/{c}", f"test/satisfied/{c}"}
         return known
 
@@ -354,6 +370,6 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         spec = StudySpec.model_validate(study_raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(path), exc, "study")) from None
-    study = Study(spec, raw, str(path))
+    study = Study(spec, raw, str(path), overrides)
     study.check()
     return study

@@ -6,8 +6,9 @@ under `member<i>/` (and the pack's best under the study metric, for Tune's progr
 
 - Resolves the trial config from the study template and the sampled parameters.
 - Opens (or, after a retry or restore, reopens) its MLflow child run by Tune trial id.
-- Trains; at every evaluation it flushes the trajectory to MLflow, reports the held-out metrics to
-  Tune (for the searcher and the scheduler) and saves a Tune checkpoint of the full training state.
+- Trains; at every evaluation it flushes the trajectory to MLflow and reports the held-out
+  metrics to Tune (for the searcher and the scheduler), with a Tune checkpoint of the full
+  training state when `study.checkpoint_interval_s` has passed since the last one.
 - At the end it logs the test metrics and the artifacts (samples, reconstructions, trajectory
   plot, model weights), tags the run with where it stands (`vaestudy.feasibility`: satisfies its
   own constraints, the yardstick, feasible; saturated multipliers) and finishes the run. A trial
@@ -24,7 +25,8 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,11 @@ from ray import tune
 from vaestudy.config import RunConfig
 from vaestudy.dotted import flatten, unprefixed
 from vaestudy.feasibility import WORST, judge
-from vaestudy.plots import plot_trajectories, save_reconstructions, save_samples
+from vaestudy.image_grids import save_reconstructions, save_samples
+from vaestudy.plots import plot_trajectories
 from vaestudy.study.search import DIVERGED, SATURATED, member_key, member_prefix
 from vaestudy.study.spec import Study
+from vaestudy.study.trainables import TrialContext
 from vaestudy.tracking import (
     TAG_FAILURE,
     TAG_FAILURE_STEP,
@@ -60,16 +64,6 @@ from vaestudy.vectorized import VectorTrainer, member_view
 STATE_FILE = "trainer.pt"
 TAG_PROCESS = "vaestudy.process"  # host:pid of the worker training the trial (latest attempt)
 TAG_RESTORED = "vaestudy.restored_from_step"  # set when a retry resumed from a checkpoint
-
-
-@dataclass
-class TrialContext:
-    """What every trial needs from the driver; pickled into the Ray object store."""
-
-    study: Study
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
 
 
 def _tune_metrics(study: Study, test: dict[str, float], row: dict[str, float]) -> dict[str, Any]:
@@ -125,10 +119,24 @@ def _restore(trainer: Trainer, runs: list[TrialRun]) -> None:
         run.set_tags({TAG_RESTORED: str(trainer.step)})
 
 
-def _report_with_checkpoint(metrics: dict[str, Any], state: bytes) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / STATE_FILE).write_bytes(state)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+class Reporter:
+    """Reports a trial's held-out metrics to Tune at each evaluation, with a checkpoint of the
+    training state when `study.checkpoint_interval_s` has passed since the last one (and at
+    the first evaluation)."""
+
+    def __init__(self, study: Study) -> None:
+        self.interval = study.spec.checkpoint_interval_s
+        self.last: float | None = None
+
+    def __call__(self, metrics: dict[str, Any], state: Callable[[], bytes]) -> None:
+        now = time.monotonic()
+        if self.last is not None and now - self.last < self.interval:
+            tune.report(metrics)
+            return
+        self.last = now
+        with tempfile.TemporaryDirectory() as folder:
+            (Path(folder) / STATE_FILE).write_bytes(state())
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def final_report(study: Study, result: TrainResult | None) -> dict[str, Any]:
@@ -185,12 +193,13 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     trainer = Trainer(cfg)
     _restore(trainer, [run])
     last_good = trainer.save_bytes()
+    report = Reporter(study)
 
     def on_eval(step: int, quick: dict[str, float]) -> None:
         nonlocal last_good
         run.flush(strict=False)  # a tracking outage must not stop training
-        last_good = trainer.save_bytes()
-        _report_with_checkpoint(_tune_metrics(study, quick, trainer.history[-1]), last_good)
+        last_good = trainer.save_bytes()  # in memory: where a divergence restart goes back to
+        report(_tune_metrics(study, quick, trainer.history[-1]), lambda: last_good)
 
     policy = study.spec.on_divergence
     restarts = 0
@@ -241,6 +250,7 @@ def run_pack(config: dict[str, Any], ctx: TrialContext) -> None:
 
     trainer = VectorTrainer(list(cfgs))
     _restore(trainer, runs)
+    report = Reporter(study)
 
     def on_log(row: dict[str, float]) -> None:
         for i, run in enumerate(runs):
@@ -256,7 +266,7 @@ def run_pack(config: dict[str, Any], ctx: TrialContext) -> None:
             | {DIVERGED: int(i in trainer.diverged)}
             for i, member in enumerate(trainer.members)
         ]
-        _report_with_checkpoint(_pack_report(study, reports), trainer.save_bytes())
+        report(_pack_report(study, reports), trainer.save_bytes)
 
     results = trainer.fit(on_log=on_log, on_eval=on_eval)
     reports = []

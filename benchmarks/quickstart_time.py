@@ -1,0 +1,72 @@
+"""Where the quick start's wall time goes: one `vaestudy run` of a study, split into phases.
+
+Runs the CLI as a user would (a fresh process, in a fresh folder, so the local MLflow store and
+Ray start from nothing) and reads the phase times `vaestudy run` logs to the study's log file
+(`vaestudy.study.console.mark`). The tracking server starts first and runs in the background
+while the CLI starts Ray and imports MLflow, Optuna and Tune; "tracking server (wait)" is what
+is left of its start-up after that. Trial processes import torch when their first trial starts.
+
+    python -m benchmarks.quickstart_time                      # the README's quick start
+    python -m benchmarks.quickstart_time --study studies/cpu/geco.yaml --set study.num_trials=4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PHASES = [  # (mark that ends the phase, what the phase is)
+    ("preflight", "python start, CLI, study file and preflight checks"),
+    ("ray start", "Ray start (tracking server starting meanwhile)"),
+    ("imports", "driver imports: MLflow, Optuna, Tune, pandas (server starting meanwhile)"),
+    ("tracking server", "tracking server (wait for what is left of its start)"),
+    ("first trial started", "parent run, Optuna study, Tune set-up, trial processes start"),
+    ("trials", "trials"),
+    ("report", "report (read back from MLflow, figures, answer logged)"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="studies/cpu/compare.yaml")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+
+    study = (REPO / args.study).resolve()
+    sets = [f"data.root={Path(args.data).resolve()}", *args.set]
+    cmd = [sys.executable, "-m", "vaestudy.cli", "run", str(study)]
+    cmd += [item for s in sets for item in ("--set", s)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.time()
+        proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
+        end = time.time()
+        if proc.returncode != 0:
+            sys.exit(f"vaestudy run exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        logs = list(Path(folder, "ray_results").glob("*.log"))
+        marks = dict(re.findall(r"phase (.+) (\d+\.\d+)$", logs[0].read_text(), re.MULTILINE))
+    print(f"`vaestudy run {args.study}` ({' '.join(f'--set {s}' for s in args.set) or 'as is'})")
+    print(f"machine: {os.cpu_count()} CPUs\n")
+    print("| phase | seconds | share |\n|:--|--:|--:|")
+    total, last = end - start, start
+    for key, label in PHASES:
+        at = float(marks[key])
+        print(f"| {label} | {at - last:.1f} | {(at - last) / total:.0%} |")
+        last = at
+    print(
+        f"| exit (answer printed, server and Ray stopped) | {end - last:.1f} | "
+        f"{(end - last) / total:.0%} |"
+    )
+    print(f"| **total wall time** | **{total:.1f}** | |")
+
+
+if __name__ == "__main__":
+    main()

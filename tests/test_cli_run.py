@@ -1,0 +1,194 @@
+"""`vaestudy run` / `validate` / `ui` as a user meets them: preflight checks that fail in
+seconds with nothing created, config checks without torch/Ray/MLflow, exit statuses, resume
+with the remembered overrides, and a UI that leaves no server behind. Real processes, a real
+MLflow server, real Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+from tests.test_study import TINY, children, write_study
+from vaestudy.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK
+from vaestudy.errors import ConfigError
+from vaestudy.preflight import data_configs, study_problems
+from vaestudy.stores import free_port
+from vaestudy.study.resume import TAG_OVERRIDES, merged_overrides
+from vaestudy.study.spec import load_study
+
+CLI = [sys.executable, "-m", "vaestudy.cli"]
+
+
+def cli(args: list[str], cwd: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw
+    )
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [item for o in overrides for item in ("--set", o)]
+
+
+def test_validate_imports_no_framework(tmp_path):
+    """Config validation (and the preflight checks) import neither torch, Ray nor MLflow."""
+    code = (
+        "import sys\n"
+        "from vaestudy.cli import main\n"
+        f"code = main(['validate', {str(REPO / 'studies' / 'geco.yaml')!r}, "
+        f"'--set', 'data.root={REPO.parent / 'shared' / 'data'}'])\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'ray', 'mlflow', 'optuna', 'torchvision'})\n"
+        "print(code, heavy)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+
+
+def test_a_missing_data_root_fails_before_anything_starts(tmp_path):
+    """Exit 2 with every problem listed, and no store, Ray results or runs created."""
+    study = REPO / "studies" / "cpu" / "geco.yaml"
+    args = ["run", str(study), "--set", "data.root=/nonexistent", "--set", "study.resources.cpu=64"]
+    started = time.monotonic()
+    proc = cli(args, tmp_path, timeout=120)
+    took = time.monotonic() - started
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
+    assert "/nonexistent/MNIST/raw" in proc.stderr and "study.resources.cpu" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no mlflow/, no ray_results/
+    assert took < 60  # seconds, not the minutes a Ray start and a failing trial take
+    proc = cli(["validate", str(study), "--set", "data.root=/nonexistent"], tmp_path)
+    assert proc.returncode == EXIT_BAD_INPUT and "/nonexistent/MNIST/raw" in proc.stderr
+
+
+def test_an_unreachable_cluster_fails_before_anything_starts(tmp_path, shared_data):
+    """Ray would retry an unreachable --address for minutes, printing as it goes."""
+    study = REPO / "studies" / "cpu" / "geco.yaml"
+    address = f"127.0.0.1:{free_port()}"
+    args = ["run", str(study), "--set", f"data.root={shared_data}", "--address", address]
+    proc = cli(args, tmp_path, timeout=120)
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
+    assert f"Ray cluster {address} is unreachable" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preflight_checks_every_data_config_and_the_stores(tmp_path, shared_data, tiny_mnist):
+    """A searched data root is checked for each value; an unreachable server and an unwritable
+    storage path are reported together."""
+    path = write_study(
+        tmp_path,
+        shared_data,
+        search={
+            "objective.kappa": {"uniform": [80, 90]},
+            "data.root": {"choice": [str(shared_data), str(tiny_mnist), str(tmp_path / "nothing")]},
+        },
+    )
+    study = load_study(path)
+    assert len(data_configs(study)) == 3
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    problems = study_problems(
+        study, tracking_uri=f"http://127.0.0.1:{free_port()}", storage_path=str(blocker / "x")
+    )
+    assert len(problems) == 3, problems
+    assert str(tmp_path / "nothing") in problems[0]
+    assert "unreachable" in problems[1] and "is a file" in problems[2]
+    (tiny_mnist / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(b"garbage!")
+    assert "not an IDX file" in study_problems(study)[0]
+
+
+def test_resume_overrides_must_agree_with_the_start():
+    stored = ["data.root=/d", "study.num_trials=3"]
+    assert merged_overrides(stored, ["study.num_trials=3"], "s.yaml") == stored
+    with pytest.raises(ConfigError, match=r"study.num_trials: started with 3, now 5"):
+        merged_overrides(stored, ["study.num_trials=5"], "s.yaml")
+    with pytest.raises(ConfigError, match=r"train.lr: started with the file's value"):
+        merged_overrides(stored, ["train.lr=0.1"], "s.yaml")
+
+
+def test_sigint_then_resume_with_the_remembered_overrides(tmp_path, shared_data, server):
+    """Ctrl-C a study started with overrides: exit 130 and a printed command; `--resume`
+    without the overrides finishes the same study (same parent run, its trial count)."""
+    path = write_study(tmp_path, shared_data, name="interrupted", max_concurrent=1)
+    overrides = [*TINY, "train.epochs=3", "study.resources.cpu=1"]
+    args = ["run", str(path), "--tracking-uri", server, *sets(overrides), "--trials", "3"]
+    driver = subprocess.Popen(
+        [*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    client = MlflowClient(server)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # SIGINT once the first trial has finished
+        exp = client.get_experiment_by_name("interrupted")
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if any(r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags for r in runs):
+            break
+        time.sleep(1)
+    driver.send_signal(signal.SIGINT)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == EXIT_INTERRUPTED, err
+    assert "continue it with: vaestudy run" in err and "--resume" in err
+    parent = next(r for r in runs if r.data.tags.get("vaestudy.kind") == "study")
+    assert json.loads(parent.data.tags[TAG_OVERRIDES]) == [*overrides, "study.num_trials=3"]
+
+    proc = cli(["run", str(path), "--tracking-uri", server, "--resume"], tmp_path)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    kids = children(client, parent.info.run_id)
+    assert sum(r.info.status == "FINISHED" for r in kids) == 3
+    assert all(float(r.data.params["train.epochs"]) == 3 for r in kids)
+    again = cli(["run", str(path), "--tracking-uri", server, "--resume", "--trials", "4"], tmp_path)
+    assert again.returncode == EXIT_BAD_INPUT and "started with 3, now 4" in again.stderr
+
+
+def test_an_erroring_trial_exits_1_and_a_diverged_one_exits_0(tmp_path, shared_data, server):
+    """Infrastructure errors are not results: exit 1. A diverged trial is a result: exit 0."""
+    path = write_study(tmp_path, shared_data, name="exits", max_failures=0)
+    base = ["run", str(path), "--tracking-uri", server, *sets(TINY), "--trials", "1"]
+    # A device that does not exist: every attempt of the trial errors inside the worker.
+    proc = cli([*base, "--set", "train.device=cuda:7"], tmp_path)
+    assert proc.returncode == EXIT_INFRA, proc.stdout + proc.stderr
+    assert "1 errored" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    # GECO with a huge multiplier rate: λ runs away (as in test_a_diverging_trial_fails_alone).
+    diverging = sets(
+        [
+            "study.search={objective.multiplier.lr: {choice: [1.0]}}",
+            "objective.multiplier.max=1.0e+12",
+            "objective.multiplier.warmup_steps=0",
+        ]
+    )
+    proc = cli([*base, *diverging], tmp_path)
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+    assert "1 diverged, 0 errored" in proc.stdout
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_ui_stops_its_server_on_a_signal(tmp_path, sig):
+    port = free_port()
+    ui = subprocess.Popen(
+        [*CLI, "ui", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
+    assert "MLflow UI on" in ui.stdout.readline()  # printed once the server answers
+    assert _listening(port)
+    ui.send_signal(sig)
+    assert ui.wait(timeout=60) == EXIT_OK
+    assert not _listening(port)

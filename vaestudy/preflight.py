@@ -1,0 +1,108 @@
+"""Checks a study must pass before anything is spent: no Ray session, no MLflow run, no folder.
+
+- **Data**: the raw files of every data configuration the search can produce (the template's,
+  and every combination of the values searched under `data`) are present and readable.
+- **Stores**: the tracking store answers (or, for a local SQLite file, can be written) and Ray
+  Tune's storage path can be written.
+- **Cluster and resources**: one trial's request (`study.resources`) fits on one node: this
+  machine's CPUs for a local run; with `--address`, the head node answers on its port, and the
+  request is checked against the cluster's nodes once Ray is connected.
+
+Every problem is reported together in one `PreflightError` (the CLI exits with status 2).
+`vaestudy validate` runs the same checks. Standard library and the configs only: no torch,
+Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from vaestudy.config import DataConfig
+from vaestudy.dataset_files import data_problem
+from vaestudy.errors import UserError
+from vaestudy.stores import tracking_problem, writable_path_problem
+from vaestudy.study.spec import Resources, Study
+
+
+class PreflightError(UserError):
+    """One or more reasons the study cannot start; nothing was created."""
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: the study cannot start (nothing was run or created):\n{lines}")
+        self.problems = list(problems)
+
+
+def data_configs(study: Study) -> list[DataConfig]:
+    """Every distinct data configuration a trial of `study` can have."""
+    extremes = study.extremes()
+    keys = [k for k in extremes if k == "data" or k.startswith("data.")]
+    found: dict[str, DataConfig] = {}
+    for values in itertools.product(*(extremes[k] for k in keys)):
+        cfg = study.trial_config(dict(zip(keys, values, strict=True))).data
+        found.setdefault(cfg.model_dump_json(include={"dataset", "root", "download"}), cfg)
+    return list(found.values())
+
+
+def resource_problem(resources: Resources, nodes: Sequence[Mapping[str, float]]) -> str | None:
+    """Why one trial's request cannot be placed on any of `nodes` (each node's total resources,
+    Ray's names: CPU, GPU), or None. A GPU request on GPU-less nodes is no problem: trials then
+    run on CPU (the runner says so)."""
+    most = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
+    if resources.cpu > most:
+        return (
+            f"study.resources.cpu: each trial asks for {resources.cpu:g} CPUs, but the largest "
+            f"node has {most:g}; lower it (trials would stay PENDING forever)"
+        )
+    return None
+
+
+def cluster_problem(address: str | None, timeout: float = 5.0) -> str | None:
+    """Why the Ray cluster at `address` (`host:port` or `ray://host:port`; default
+    $RAY_ADDRESS) cannot be reached, or None (also for no address and for `auto`). Ray itself
+    would retry an unreachable address for minutes."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address or address == "auto":
+        return None
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, or auto)"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        return (
+            f"Ray cluster {address} is unreachable ({exc}): is the head node up (`ray start "
+            "--head`), and is its GCS port open to this machine?"
+        )
+    return None
+
+
+def study_problems(
+    study: Study,
+    *,
+    tracking_uri: str | None = None,
+    storage_path: str | None = None,
+    address: str | None = None,
+) -> list[str]:
+    """Every reason `study` cannot start here (see the module doc); empty when it can."""
+    problems = [p for cfg in data_configs(study) if (p := data_problem(cfg)) is not None]
+    problems.append(tracking_problem(tracking_uri))
+    storage = storage_path or "ray_results"
+    if "://" not in storage:
+        problems.append(writable_path_problem(Path(storage), "Ray Tune storage (--storage-path)"))
+    if address or os.environ.get("RAY_ADDRESS"):
+        problems.append(cluster_problem(address))
+    else:
+        problems.append(resource_problem(study.spec.resources, [{"CPU": os.cpu_count() or 1}]))
+    return [p for p in problems if p is not None]
+
+
+def check_study(study: Study, **where: str | None) -> None:
+    """Raise `PreflightError` listing every problem `study_problems` finds."""
+    problems = study_problems(study, **where)
+    if problems:
+        raise PreflightError(study.source, problems)

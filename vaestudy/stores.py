@@ -1,0 +1,212 @@
+"""Where a study writes, and whether it can: the MLflow tracking store, the Optuna storage and
+Ray Tune's storage; and the loopback `mlflow server` a study's trials log through. Standard
+library only, so that `vaestudy validate` and the preflight checks (`vaestudy.preflight`)
+answer without importing MLflow, Optuna or Ray, and so that `vaestudy run` starts the tracking
+server (a subprocess) before it imports them.
+
+Many trial processes writing one SQLite file would hit "database is locked", so for a study the
+driver starts one `mlflow server` on loopback over a local store and every trial logs over
+HTTP; an `http(s)://` URI is used as it is.
+
+Defaults (no `--tracking-uri`, no `$MLFLOW_TRACKING_URI`): the project's `mlflow/` folder, with
+`mlflow/mlflow.db` (SQLite), `mlflow/artifacts/` and `mlflow/optuna.db`; Tune results under
+`./ray_results`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from vaestudy.errors import UserError
+
+_DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+
+
+class TrackingError(UserError):
+    """The tracking store cannot be reached or used."""
+
+
+def default_store(root: Path | None = None) -> Path:
+    return (root or Path.cwd()) / "mlflow"
+
+
+def store_uri(uri: str | None) -> str:
+    """The backend URI asked for: the argument, $MLFLOW_TRACKING_URI, or the local store."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(default_store() / 'mlflow.db').resolve()}"
+
+
+def optuna_storage_url() -> str:
+    """The local Optuna storage beside the local MLflow store (the folder is made on demand)."""
+    path = default_store() / "optuna.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def tune_storage(storage_path: str | None) -> Path:
+    """The local folder of Ray Tune's storage (`--storage-path`, default `./ray_results`),
+    where the study's log file also goes; for a remote URI, `./ray_results`."""
+    if storage_path and "://" not in storage_path:
+        return Path(storage_path).resolve()
+    return Path("ray_results").resolve()
+
+
+def check_server(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, with a clear message, when an HTTP tracking server does not answer."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+    except OSError as exc:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({exc}); start it or pass another "
+            "--tracking-uri (nothing was run)"
+        ) from None
+    raise TrackingError(f"MLflow tracking server {uri} answered /health with {resp.status}")
+
+
+def writable_path_problem(path: Path, what: str) -> str | None:
+    """Why `path` (a directory or file that may not exist yet) cannot be written, or None.
+    Nothing is created: the nearest existing ancestor must be a writable directory."""
+    path = path.resolve()
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            return f"{what} {path} is not writable"
+        return None
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{what} {path}: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK):
+        return f"{what} {path} cannot be created: {parent} is not writable"
+    return None
+
+
+def tracking_problem(uri: str | None, timeout: float = 5.0) -> str | None:
+    """Why the tracking store `uri` (see `store_uri`) cannot be used, or None: an HTTP server
+    must answer /health; a SQLite file must be writable or creatable; a database server (e.g.
+    `postgresql://host:port/db`) must accept a TCP connection."""
+    backend = store_uri(uri)
+    scheme = urllib.parse.urlsplit(backend).scheme
+    if scheme in ("http", "https"):
+        try:
+            check_server(backend, timeout=timeout)
+        except TrackingError as exc:
+            return str(exc)
+        return None
+    if scheme == "sqlite":
+        return writable_path_problem(Path(backend.removeprefix("sqlite:///")), "tracking store")
+    base = scheme.split("+")[0]
+    if base in _DEFAULT_PORTS:
+        parts = urllib.parse.urlsplit(backend)
+        host, port = parts.hostname or "localhost", parts.port or _DEFAULT_PORTS[base]
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            return f"tracking store {base}://{host}:{port} is unreachable ({exc})"
+        return None
+    return (
+        f"tracking URI {backend!r}: expected http(s)://, sqlite:/// or a database URL "
+        "(postgresql://, mysql://)"
+    )
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(
+    backend_uri: str,
+    port: int | None = None,
+    startup_timeout: float = 180.0,
+    while_starting: Callable[[], None] | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[str]:
+    """Run `mlflow server` on `host` (loopback by default) over `backend_uri` (on `port`, or a
+    free one); yield its http:// URI once it answers. `while_starting` runs while the server
+    starts (it takes tens of seconds on a small machine). On exit the server's whole process
+    group (uvicorn included) is stopped."""
+    store = default_store()
+    if backend_uri.startswith("sqlite:///"):
+        store = Path(backend_uri.removeprefix("sqlite:///")).parent
+    store.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    uri = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    cmd = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", backend_uri,
+        "--artifacts-destination", str((store / "artifacts").resolve()),
+        "--host", host, "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    # The server's background job runner serves GenAI features vaestudy does not use.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = open(store / "server.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
+    try:
+        if while_starting is not None:
+            while_starting()
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise TrackingError(
+                    f"mlflow server over {backend_uri} exited ({proc.returncode}); "
+                    f"see {store / 'server.log'}"
+                )
+            try:
+                check_server(uri, timeout=2)
+                break
+            except TrackingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield uri
+    finally:
+        _stop_group(proc)
+        log.close()
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group `proc` leads, then SIGKILL whatever is left after 20 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@contextlib.contextmanager
+def tracking_session(
+    uri: str | None, while_starting: Callable[[], None] | None = None
+) -> Iterator[str]:
+    """Yield an HTTP tracking URI usable from every trial process for the session's length;
+    `while_starting` runs meanwhile (while a local server starts, see `serve`)."""
+    backend = store_uri(uri)
+    if backend.startswith(("http://", "https://")):
+        check_server(backend)
+        if while_starting is not None:
+            while_starting()
+        yield backend
+    else:
+        with serve(backend, while_starting=while_starting) as served:
+            yield served
