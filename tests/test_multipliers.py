@@ -89,3 +89,68 @@ def test_state_round_trips_through_state_dict():
     b.update(torch.tensor([1.0]))
     assert a.value.item() == pytest.approx(b.value.item())
     assert a.ema.item() == pytest.approx(b.ema.item())
+
+
+def test_nupi_follows_its_update_equations_step_by_step():
+    """ξ_t = ν·ξ_{t−1} + (1 − ν)·C_t, λ_{t+1} = Π[λ_t + κ_i·C_t + κ_p·(ξ_t − ξ_{t−1})] for two
+    constraints, one hitting the lower clip."""
+    ki, kp, nu, lo, hi = 0.1, 0.5, 0.7, 0.01, 5.0
+    cfg = MultiplierConfig(init=[1.0, 0.2], update="nupi", lr=ki, kp=kp, nu=nu, min=lo, max=hi)
+    m = Multipliers(["a", "b"], cfg)
+    lam, xi = [1.0, 0.2], [0.0, 0.0]
+    for c in ([2.0, -1.0], [1.0, -3.0], [-0.5, 0.4], [-2.0, 1.5], [0.3, 0.0]):
+        m.update(torch.tensor(c))
+        for i in range(2):
+            new_xi = nu * xi[i] + (1 - nu) * c[i]
+            lam[i] = min(hi, max(lo, lam[i] + ki * c[i] + kp * (new_xi - xi[i])))
+            xi[i] = new_xi
+        assert m.value.tolist() == pytest.approx(lam, rel=1e-5, abs=1e-6)
+        assert m.xi.tolist() == pytest.approx(xi, rel=1e-5, abs=1e-6)
+
+
+def test_nupi_unprojected_is_the_papers_closed_form():
+    """Without clipping, λ_{t+1} = λ_0 + κ_i·Σ_{τ<=t} C_τ + κ_p·ξ_t (Sohrabi et al. 2024)."""
+    cfg = MultiplierConfig(init=3.0, update="nupi", lr=0.05, kp=0.8, nu=0.9, min=0, max=1e9)
+    m = Multipliers(["c"], cfg)
+    errors = [1.0, 2.0, -1.0, 0.5, -0.25, 3.0]
+    xi = 0.0
+    for t, c in enumerate(errors):
+        m.update(torch.tensor([c]))
+        xi = 0.9 * xi + 0.1 * c
+        closed = 3.0 + 0.05 * sum(errors[: t + 1]) + 0.8 * xi
+        assert m.value.item() == pytest.approx(closed, rel=1e-6)
+
+
+def test_nupi_without_proportional_term_is_sgd_ascent():
+    values = [2.0, -1.0, 0.5, 4.0, -3.0]
+    kw = {"init": 1.0, "lr": 0.1, "min": 1e-3, "max": 100}
+    nupi = run(MultiplierConfig(update="nupi", kp=0.0, nu=0.3, **kw), values)
+    sgd = run(MultiplierConfig(update="gradient", optimizer="sgd", **kw), values)
+    assert nupi.value.item() == pytest.approx(sgd.value.item(), rel=1e-6)
+
+
+def test_augmented_lagrangian_dual_step_and_penalty():
+    """Dual step λ <- Π[λ + ρ·C]; the loss term λ·C + penalty(C) equals
+    (max(0, λ + ρC)² − λ²)/(2ρ), with gradient max(0, λ + ρC) in C."""
+    rho = 0.5
+    cfg = MultiplierConfig(init=[1.0, 1.0], update="augmented", rho=rho, min=1e-3, max=100)
+    m = Multipliers(["a", "b"], cfg)
+    lam = [1.0, 1.0]
+    for c in ([2.0, -1.0], [1.0, -3.0], [-6.0, 0.4]):
+        m.update(torch.tensor(c))
+        lam = [min(100.0, max(1e-3, v + rho * ci)) for v, ci in zip(lam, c, strict=True)]
+        assert m.value.tolist() == pytest.approx(lam, rel=1e-5, abs=1e-6)
+    lam_t = m.value.detach()
+    c = torch.tensor([3.0, -10.0], requires_grad=True)  # b: λ + ρC < 0, the penalty is flat
+    term = (lam_t * c).sum() + m.penalty(c)
+    expected = ((torch.relu(lam_t + rho * c) ** 2 - lam_t**2) / (2 * rho)).sum()
+    assert term.item() == pytest.approx(expected.item(), rel=1e-6)
+    term.backward()
+    assert c.grad.tolist() == pytest.approx(torch.relu(lam_t + rho * c.detach()).tolist())
+    assert c.grad[1].item() == 0.0
+
+
+def test_penalty_is_zero_for_the_other_rules():
+    for update in ("gradient", "geco", "nupi", "frozen"):
+        m = Multipliers(["c"], MultiplierConfig(update=update))
+        assert m.penalty(torch.tensor([5.0])).item() == 0.0

@@ -37,9 +37,22 @@ def test_every_shipped_study_validates(path):
     assert study.trial_config({}).objective.name
 
 
+# GECO's multiplicative rule: its runaway λ (the divergence tests' fault) is one setting away.
+GECO_RULE = {"init": 1.0, "update": "geco", "lr": 1e-4, "ema": 0.99, "min": 1e-6, "max": 1e4,
+             "warmup_steps": 20}  # fmt: skip
+
+
 def write_study(tmp_path: Path, shared_data: Path, **study_changes) -> Path:
+    """`studies/geco.yaml` on the shared data, with GECO's own multiplier rule and search."""
     raw = yaml.safe_load((REPO / "studies" / "geco.yaml").read_text())
     raw["data"]["root"] = str(shared_data)
+    raw["objective"]["multiplier"] = dict(GECO_RULE)
+    raw["study"]["search"] = {
+        "objective.kappa": {"uniform": [80.0, 120.0]},
+        "objective.multiplier.init": {"loguniform": [0.1, 10.0]},
+        "objective.multiplier.lr": {"loguniform": [1.0e-5, 1.0e-3]},
+        "objective.multiplier.ema": {"uniform": [0.9, 0.999]},
+    }
     raw["study"].update(study_changes)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))

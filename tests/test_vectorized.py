@@ -52,8 +52,16 @@ def tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
             [{"objective": {"mi": 1.0}}, {"objective": {"mi": -1.0, "epsilon": [400.0, 1.0]}}],
         ),
         ({"name": "beta_vae"}, [{"objective": {"beta": 0.5}}, {"objective": {"beta": 4.0}}]),
+        (
+            {"name": "geco", "multiplier": {"update": "nupi", "lr": 1e-3, "kp": 0.05, "nu": 0.5}},
+            [{"objective": {"kappa": 300.0}}, {"objective": {"kappa": 600.0}}],
+        ),
+        (
+            {"name": "lagvae", "multiplier": {"update": "augmented", "rho": 1e-3}},
+            [{"objective": {"mi": 1.0}}, {"objective": {"epsilon": [400.0, 1.0]}}],
+        ),
     ],
-    ids=["geco", "lagvae", "beta_vae"],
+    ids=["geco", "lagvae", "beta_vae", "geco-nupi", "lagvae-augmented"],
 )
 def test_vectorised_members_compute_what_each_trainer_computes(tiny_mnist, objective, varied):
     """With shared noise, every member's metrics, parameters and multipliers after each step

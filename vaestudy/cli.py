@@ -35,7 +35,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     cfg = load_run_config(args.config, args.set)
     result = train_with_progress(cfg)
-    print_metrics("test", result.test)
+    squared = "per example; recon, elbo and neg_elbo: summed squared error, KL: nats"
+    print_metrics("test", result.test, "nats per example" if cfg.data.log_likelihood else squared)
+    if not cfg.data.log_likelihood:
+        print(
+            f"data.pixels: {cfg.data.pixels}: recon (and −ELBO) is a summed squared error, not "
+            "nats; the IWAE bound does not apply and is not computed"
+        )
     if result.saturated:
         stopped = f"; stopped at step {result.steps}" if result.stopped_saturated else ""
         print(

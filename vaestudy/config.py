@@ -29,17 +29,26 @@ class DataConfig(Section):
     `pixels`: `bernoulli` treats [0,1] intensities as Bernoulli means (the seeds' BCE loss);
     `binarized` samples x ~ Bernoulli(intensity) afresh for every training batch (dynamic
     binarisation; the test split is binarised once with `seed`); `gaussian` uses
-    N(x; sigmoid(logits), gaussian_sigma²) per pixel.
+    N(x; sigmoid(logits), gaussian_sigma²) per pixel; `mse` is the Lagrangian VAE seed's
+    distortion, Σ_pixels (x − sigmoid(logits))² per example on intensities (its
+    `mse_loss(..., reduction='sum') / batch`): a squared error, *not* a log-likelihood, so
+    `recon`, −ELBO and targets on them are in squared-intensity units (plus nats of KL), and
+    the IWAE bound (`iwae_nll`) is not computed.
     """
 
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
     root: str = "data"
     download: bool = False
-    pixels: Literal["bernoulli", "binarized", "gaussian"] = "binarized"
+    pixels: Literal["bernoulli", "binarized", "gaussian", "mse"] = "binarized"
     gaussian_sigma: float = Field(0.1, gt=0)
     train_limit: int | None = Field(None, gt=0, description="use only the first N training images")
     test_limit: int | None = Field(None, gt=0, description="use only the first N test images")
     seed: int = 0
+
+    @property
+    def log_likelihood(self) -> bool:
+        """Whether `recon` is −log p(x|z) in nats (every pixel model but `mse`)."""
+        return self.pixels != "mse"
 
 
 class ModelConfig(Section):

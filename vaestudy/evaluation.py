@@ -3,7 +3,8 @@
 - objective metrics on the test split (ELBO, rate = KL, distortion = recon, each constraint's
   value and target, and `satisfied/<name>` = 1 if value <= target);
 - `iwae_nll`: −log p(x) estimated by the importance-weighted bound with k samples (Burda et al.
-  2016, eq. 8): log p(x) >= E[log (1/k) Σ_i p(x, z_i)/q(z_i|x)];
+  2016, eq. 8): log p(x) >= E[log (1/k) Σ_i p(x, z_i)/q(z_i|x)]; only for pixel models that are
+  likelihoods (not `pixels: mse`);
 - `active_units`: latents with Cov_x(E_q[z_u]) > 0.01 (Burda et al. 2016, §5.2);
 - for conditional decoders, `probe_acc`: a linear probe predicting the label from E_q[z]
   (trained on the train split, scored on the test split) and `probe_chance`, the majority rate.
@@ -118,8 +119,10 @@ def evaluate(
     step: Tensor,
     *,
     full: bool = True,
+    log_likelihood: bool = True,
 ) -> dict[str, float]:
-    """Test-split metrics. `full=False` skips the IWAE, active units and the probe.
+    """Test-split metrics. `full=False` skips the IWAE, active units and the probe;
+    `log_likelihood=False` (the objective's recon is not −log p(x|z)) skips the IWAE.
 
     The objective's metrics use the training batch size, since batch statistics (MMD, the
     pairwise marginal KL) depend on it; the rest use `cfg.eval_batch_size`.
@@ -130,9 +133,10 @@ def evaluate(
     objective.eval()
     try:
         metrics = objective_metrics(model, objective, data, cfg.batch_size, step)
-        if full:
+        if full and log_likelihood:
             y = data.test_y if model.n_classes else None
             metrics["iwae_nll"] = iwae_nll(model, objective.nll, data.test_x, y, cfg.iwae_samples)
+        if full:
             test_mu = encoder_means(model, data.test_x, batch_size)
             metrics["active_units"] = float(active_units(test_mu))
             if model.n_classes:

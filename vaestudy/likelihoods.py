@@ -1,4 +1,5 @@
-"""Pixel likelihoods: −log p(x|z) per example, in nats, from decoder logits."""
+"""Pixel likelihoods: −log p(x|z) per example, in nats, from decoder logits; and the seed's
+squared error (`mse_sum`), which is not one."""
 
 from __future__ import annotations
 
@@ -30,5 +31,14 @@ def gaussian_nll(sigma: float) -> NegLogLik:
     return nll
 
 
+def mse_sum(logits: Tensor, x: Tensor) -> Tensor:
+    """Σ_pixels (x − sigmoid(logits))²: the Lagrangian VAE seed's distortion (a sigmoid decoder,
+    `mse_loss(reduction='sum') / batch`). Squared intensity, not nats: it equals the Gaussian
+    NLL at σ² = ½ minus 784·½·log π ≈ 448.7 per example."""
+    return (x - logits.sigmoid()).pow(2).flatten(1).sum(1)
+
+
 def make_nll(data: DataConfig) -> NegLogLik:
-    return gaussian_nll(data.gaussian_sigma) if data.pixels == "gaussian" else bernoulli_nll
+    if data.pixels == "gaussian":
+        return gaussian_nll(data.gaussian_sigma)
+    return mse_sum if data.pixels == "mse" else bernoulli_nll

@@ -37,8 +37,8 @@ def train_with_progress(cfg: RunConfig) -> TrainResult:
     return trainer.fit(on_log=on_log)
 
 
-def print_metrics(title: str, metrics: dict[str, float]) -> None:
-    table = Table(title=f"{title} metrics (nats per example)")
+def print_metrics(title: str, metrics: dict[str, float], unit: str = "nats per example") -> None:
+    table = Table(title=f"{title} metrics ({unit})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in sorted(metrics):

@@ -196,7 +196,13 @@ class Trainer:
 
     def evaluate(self, full: bool = True) -> dict[str, float]:
         return evaluate(
-            self.model, self.objective, self.data, self.cfg.train, self.step_t, full=full
+            self.model,
+            self.objective,
+            self.data,
+            self.cfg.train,
+            self.step_t,
+            full=full,
+            log_likelihood=self.cfg.data.log_likelihood,
         )
 
     # -- checkpoints ---------------------------------------------------------------------------

@@ -135,12 +135,13 @@ class VectorTrainer(Trainer):
         params, buffers = stack_module_state([_Member(m.model, m.objective) for m in self.members])
         self.trainable = {k: v for k, v in params.items() if v.requires_grad}
         self.state = {k: v for k, v in params.items() if not v.requires_grad} | buffers
-        # The multipliers of the template hold every member's λ and moving average as [K, C]
+        # The multipliers of the template hold every member's λ, moving average and ξ as [K, C]
         # tensors; their step counters are shared (in_dims None).
         mult = self.objective.multipliers
         if mult is not None:
             mult.value = nn.Parameter(self.state["objective.multipliers.value"], False)
             mult.ema = self.state["objective.multipliers.ema"]
+            mult.xi = self.state["objective.multipliers.xi"]
             mult._optimizer = None
             self.state["objective.multipliers.value"] = mult.value
             for name in ("seen", "steps"):

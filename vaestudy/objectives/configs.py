@@ -24,29 +24,47 @@ class ScheduleConfig(_Cfg):
     """KL coefficient schedule over optimisation steps (see `vaestudy.objectives.schedules`)."""
 
     kind: Literal["constant", "linear", "sigmoid", "cyclical"] = "linear"
-    steps: int = Field(10_000, gt=0, description="warm-up length, or cycle length for cyclical")
+    steps: int = Field(
+        10_000,
+        gt=0,
+        description="warm-up length; cyclical: the length of all `cycles` cycles, or without "
+        "`cycles` the length of one cycle",
+    )
     start: float = Field(0.0, ge=0)
     end: float = Field(1.0, ge=0)
     ratio: float = Field(0.5, gt=0, le=1, description="cyclical: fraction of a cycle spent rising")
+    cycles: int | None = Field(
+        None, gt=0, description="cyclical: number of cycles in `steps`, then β stays at `end`"
+    )
     steepness: float = Field(10.0, gt=0, description="sigmoid: slope over the warm-up window")
 
 
 class MultiplierConfig(_Cfg):
     """Lagrange multipliers λ >= 0, one per constraint (see `vaestudy.multipliers`).
 
-    `update`: `gradient` is projected gradient ascent on the Lagrangian (∂L/∂λ = D − ε) with
-    `optimizer` at `lr`; `geco` is λ <- λ·exp(lr·C_ma) with C_ma the moving average (coefficient
-    `ema`) of D − ε; `frozen` keeps λ at `init`. After each update λ is clipped to [min, max].
+    `update`, with C = D − ε the constraint value:
+    - `gradient`: projected gradient ascent on the Lagrangian (∂L/∂λ = C) with `optimizer` at
+      `lr`;
+    - `geco`: λ <- λ·exp(lr·C_ma), C_ma the moving average (coefficient `ema`) of C;
+    - `nupi`: νPI (Sohrabi et al., ICML 2024): ξ <- ν·ξ + (1 − ν)·C, λ <- λ + κ_i·C +
+      κ_p·(ξ − ξ_prev), with κ_i = `lr`, κ_p = `kp`, ν = `nu` (κ_p = 0: gradient ascent);
+    - `augmented`: the augmented Lagrangian (Rockafellar 1973; Nocedal & Wright §17.4): the
+      loss's λ·C becomes (max(0, λ + ρC)² − λ²)/(2ρ) and λ <- λ + ρ·C, ρ = `rho`;
+    - `frozen`: λ stays at `init`.
+    After each update λ is clipped to [min, max].
     """
 
     init: float | list[float] = 1.0
-    update: Literal["gradient", "geco", "frozen"] = "gradient"
+    update: Literal["gradient", "geco", "nupi", "augmented", "frozen"] = "gradient"
     optimizer: Literal["sgd", "rmsprop", "adam"] = "rmsprop"
     lr: float = Field(1e-4, gt=0)
     ema: float = Field(0.99, ge=0, lt=1)
     min: float = Field(1e-3, ge=0)
     max: float = Field(100.0, gt=0)
     warmup_steps: int = Field(0, ge=0, description="steps before λ starts to move")
+    kp: float = Field(0.0, ge=0, description="nupi: proportional gain κ_p (κ_i is lr)")
+    nu: float = Field(0.0, ge=0, lt=1, description="nupi: ν, the error's moving-average weight")
+    rho: float = Field(1.0, gt=0, description="augmented: penalty coefficient and dual step ρ")
 
     @model_validator(mode="after")
     def _check(self) -> MultiplierConfig:

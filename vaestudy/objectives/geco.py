@@ -25,6 +25,7 @@ class Geco(ConstrainedObjective):
         targets = self.kappa.reshape(1)
         c = values - targets
         lam = self.multipliers.value.detach()
-        loss = metrics["kl"] + (lam * self.multipliers.straight_through(c)).sum()
+        c_st = self.multipliers.straight_through(c)
+        loss = metrics["kl"] + (lam * c_st).sum() + self.multipliers.penalty(c_st)
         metrics.update(self.constraint_metrics(values, targets))
         return Output(loss, metrics, constraints=c.detach())

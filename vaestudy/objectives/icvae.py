@@ -35,4 +35,5 @@ class InvariantCvae(ConstrainedObjective):
         values = marginal.reshape(1)
         targets = self.epsilon.reshape(1)
         metrics.update(self.constraint_metrics(values, targets))
-        return Output(loss, metrics, constraints=(values - targets).detach())
+        c = values - targets
+        return Output(loss + self.multipliers.penalty(c), metrics, constraints=c.detach())

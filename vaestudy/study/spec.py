@@ -300,8 +300,13 @@ class Study:
         known = self.known_metrics(base)
         for metric in [*self.spec.metrics, *(c.metric for c in self.spec.constraints)]:
             if metric not in known:
+                why = (
+                    f" (data.pixels: {base.data.pixels} is not a log-likelihood)"
+                    if metric == "test/iwae_nll"
+                    else ""
+                )
                 raise ConfigError(
-                    f"{self.source}: study: unknown metric {metric!r}; this study's trials "
+                    f"{self.source}: study: unknown metric {metric!r}{why}; this study's trials "
                     f"report {', '.join(sorted(known))}"
                 )
 
@@ -334,6 +339,8 @@ class Study:
         if isinstance(objective_dist, Choice):
             names |= {o["name"] for o in objective_dist.choice if isinstance(o, dict)}
         known = {f"test/{m}" for m in _ALWAYS}
+        if not base.data.log_likelihood:  # the IWAE bound needs −log p(x|z)
+            known.discard("test/iwae_nll")
         for name in names:
             for c in config_classes()[name].constraint_names:
                 known |= {f"test/constraint/{c}", f"test/satisfied/{c}"}
