@@ -48,6 +48,8 @@ def quiet_libraries(log_file: Path) -> None:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             logger.removeHandler(old)
+            if isinstance(old, logging.FileHandler):
+                old.close()
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -142,12 +144,7 @@ class StudyProgress:
         for column in _COLUMNS:
             table.add_column(column, justify="right" if column in ("step", "loss") else "left")
         for row in self.rows.values():
-            table.add_row(
-                *(
-                    row.get(c, "")
-                    for c in ("trial", "variant", "status", "step", "loss", "constraints", "λ")
-                )
-            )
+            table.add_row(*(Text(row.get(c, "")) for c in _COLUMNS))  # "[...]" is no markup
         counts: dict[str, int] = {}
         for row in self.rows.values():
             counts[row.get("status", "")] = counts.get(row.get("status", ""), 0) + 1

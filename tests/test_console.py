@@ -1,0 +1,36 @@
+"""The study's progress display (no Ray: fed directly, as the Tune callback feeds it)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from tests.conftest import REPO
+from vaestudy.study.console import StudyProgress, constraint_marks
+from vaestudy.study.spec import load_study
+
+
+def test_rows_show_variants_constraints_and_what_waits(tmp_path):
+    study = load_study(REPO / "studies" / "cpu" / "compare.yaml")
+    console = Console(record=True, width=200, force_terminal=False)
+    linear = {"name": "kl_annealing", "schedule": {"kind": "linear", "steps": 150}}
+    geco = study.distributions["objective"].choice[4]
+    with StudyProgress(study, tmp_path / "s.log", console) as progress:
+        progress.update("a", {"objective": linear, "train.seed": 0})
+        result = {"train/step": 31.0, "train/loss": 120.5, "train/lambda/recon": 2.0,
+                  "test/constraint/recon": 125.0, "test/target/recon": 120.0}  # fmt: skip
+        progress.result("b", {"objective": geco, "train.seed": 1}, result)
+        shown = console.export_text(clear=False)
+        progress.ended("a", {"objective": linear, "train.seed": 0}, "ended")
+    text = console.export_text()
+    assert shown == ""  # not a terminal: a line per ended trial, and the table at the end
+    assert "trial 1 (kl_annealing[kind=linear, steps=150]) ended" in text
+    table = text.split("study cpu-compare")[-1]
+    assert "kl_annealing[kind=linear, steps=150]" in table
+    assert "recon 125/120 ✗" in table and "recon 2" in table
+    assert "1 running; 14 waiting for a free slot (at most 2 at a time, 1 CPU each)" in table
+
+
+def test_constraint_marks_read_the_latest_held_out_check():
+    marks = constraint_marks({"test/constraint/a": 1.0, "test/target/a": 2.0,
+                              "test/constraint/b": 3.0, "test/target/b": 2.5})  # fmt: skip
+    assert marks == "a 1/2 ✓, b 3/2.5 ✗"
