@@ -30,6 +30,23 @@ def test_rows_show_variants_constraints_and_what_waits(tmp_path):
     assert "1 running; 14 waiting for a free slot (at most 2 at a time, 1 CPU each)" in table
 
 
+def test_a_narrow_console_folds_labels_instead_of_cutting_them(tmp_path):
+    study = load_study(REPO / "studies" / "cpu" / "compare.yaml")
+    console = Console(record=True, width=80, force_terminal=False)
+    linear = {"name": "kl_annealing", "schedule": {"kind": "linear", "steps": 150}}
+    lagvae = study.distributions["objective"].choice[5]
+    result = {"train/step": 465.0, "train/loss": 387.9, "train/lambda/mmd": 6.184,
+              "train/lambda/neg_elbo": 4.689, "test/constraint/mmd": 18.12,
+              "test/target/mmd": 5.0, "test/constraint/neg_elbo": 167.0,
+              "test/target/neg_elbo": 140.0}  # fmt: skip
+    with StudyProgress(study, tmp_path / "s.log", console) as progress:
+        progress.update("a", {"objective": linear, "train.seed": 0})
+        progress.result("b", {"objective": lagvae, "train.seed": 0}, result)
+    table = console.export_text().split("study cpu-compare")[-1]
+    assert "…" not in table
+    assert "steps=150]" in table
+
+
 def test_constraint_marks_read_the_latest_held_out_check():
     marks = constraint_marks({"test/constraint/a": 1.0, "test/target/a": 2.0,
                               "test/constraint/b": 3.0, "test/target/b": 2.5})  # fmt: skip

@@ -142,7 +142,8 @@ class StudyProgress:
     def render(self) -> Group:
         table = Table(title=f"study {self.study.name}", title_justify="left")
         for column in _COLUMNS:
-            table.add_column(column, justify="right" if column in ("step", "loss") else "left")
+            justify = "right" if column in ("step", "loss") else "left"
+            table.add_column(column, justify=justify, overflow="fold")  # whole labels
         for row in self.rows.values():
             table.add_row(*(Text(row.get(c, "")) for c in _COLUMNS))  # "[...]" is no markup
         counts: dict[str, int] = {}
