@@ -19,12 +19,11 @@ import itertools
 import os
 import socket
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from vaestudy.config import DataConfig
 from vaestudy.dataset_files import data_problem
 from vaestudy.errors import UserError
-from vaestudy.stores import tracking_problem, writable_path_problem
+from vaestudy.stores import tracking_problem, tune_storage, writable_path_problem
 from vaestudy.study.spec import Resources, Study
 
 
@@ -91,9 +90,9 @@ def study_problems(
     """Every reason `study` cannot start here (see the module doc); empty when it can."""
     problems = [p for cfg in data_configs(study) if (p := data_problem(cfg)) is not None]
     problems.append(tracking_problem(tracking_uri))
-    storage = storage_path or "ray_results"
-    if "://" not in storage:
-        problems.append(writable_path_problem(Path(storage), "Ray Tune storage (--storage-path)"))
+    if "://" not in (storage_path or ""):
+        where = tune_storage(storage_path)
+        problems.append(writable_path_problem(where, "Ray Tune storage (--storage-path)"))
     if address or os.environ.get("RAY_ADDRESS"):
         problems.append(cluster_problem(address))
     else:

@@ -55,12 +55,15 @@ def optuna_storage_url() -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+TUNE_STORAGE = "ray_results"  # Ray Tune's storage without --storage-path
+
+
 def tune_storage(storage_path: str | None) -> Path:
     """The local folder of Ray Tune's storage (`--storage-path`, default `./ray_results`),
     where the study's log file also goes; for a remote URI, `./ray_results`."""
     if storage_path and "://" not in storage_path:
         return Path(storage_path).resolve()
-    return Path("ray_results").resolve()
+    return Path(TUNE_STORAGE).resolve()
 
 
 def check_server(uri: str, timeout: float = 10.0) -> None:

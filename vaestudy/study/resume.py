@@ -22,6 +22,7 @@ from vaestudy.study.spec import Study, load_study
 TAG_FILE = "vaestudy.study_file"
 TAG_SHA = "vaestudy.study_sha256"
 TAG_OVERRIDES = "vaestudy.overrides"  # a JSON list of KEY=VALUE strings
+_MISSING = object()
 
 
 def file_sha(path: str | Path) -> str:
@@ -60,9 +61,6 @@ def merged_overrides(stored: list[str], given: list[str], source: str) -> list[s
             + "\nleave them out (the start's are remembered) or start a new run without --resume"
         )
     return stored
-
-
-_MISSING = object()
 
 
 def _shown(values: dict[str, Any], key: str) -> str:

@@ -29,7 +29,7 @@ from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import UserError
 from vaestudy.feasibility import split_names
 from vaestudy.report import Report, build_report, log_answer
-from vaestudy.stores import optuna_storage_url, tracking_session
+from vaestudy.stores import TUNE_STORAGE, optuna_storage_url, tracking_session
 from vaestudy.study.cluster import check_cluster, start_ray
 from vaestudy.study.console import StudyProgress, mark, tune_callback
 from vaestudy.study.resume import remembered
@@ -86,7 +86,7 @@ def run_study(
     assumes the data, stores and local resources were checked. `progress`: the console's
     display of the trials (`vaestudy.study.console`), if any."""
     _absolute_data_root(study)
-    storage = Path(storage_path or "ray_results").resolve()
+    storage = Path(storage_path or TUNE_STORAGE).resolve()
     # Ray starts while the local tracking server starts: both take seconds.
     with tracking_session(tracking_uri, while_starting=lambda: start_ray(address)) as uri:
         check_cluster(study, address)
