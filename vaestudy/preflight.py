@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 from collections.abc import Mapping, Sequence
 
 from vaestudy.config import DataConfig
 from vaestudy.dataset_files import data_problem
 from vaestudy.errors import UserError
-from vaestudy.stores import tracking_problem, tune_storage, writable_path_problem
+from vaestudy.stores import tracking_problem, tune_storage, unreachable, writable_path_problem
 from vaestudy.study.spec import Resources, Study
 
 
@@ -70,9 +69,7 @@ def cluster_problem(address: str | None, timeout: float = 5.0) -> str | None:
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, or auto)"
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
+    if (exc := unreachable(host, int(port), timeout)) is not None:
         return (
             f"Ray cluster {address} is unreachable ({exc}): is the head node up (`ray start "
             "--head`), and is its GCS port open to this machine?"

@@ -80,6 +80,15 @@ def check_server(uri: str, timeout: float = 10.0) -> None:
     raise TrackingError(f"MLflow tracking server {uri} answered /health with {resp.status}")
 
 
+def unreachable(host: str, port: int, timeout: float = 5.0) -> OSError | None:
+    """Why nothing accepts a TCP connection at host:port within `timeout`, or None."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return exc
+    return None
+
+
 def writable_path_problem(path: Path, what: str) -> str | None:
     """Why `path` (a directory or file that may not exist yet) cannot be written, or None.
     Nothing is created: the nearest existing ancestor must be a writable directory."""
@@ -116,9 +125,7 @@ def tracking_problem(uri: str | None, timeout: float = 5.0) -> str | None:
     if base in _DEFAULT_PORTS:
         parts = urllib.parse.urlsplit(backend)
         host, port = parts.hostname or "localhost", parts.port or _DEFAULT_PORTS[base]
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-        except OSError as exc:
+        if (exc := unreachable(host, port, timeout)) is not None:
             return f"tracking store {base}://{host}:{port} is unreachable ({exc})"
         return None
     return (
