@@ -13,7 +13,6 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO
 from vaestudy.cli import main
 from vaestudy.errors import ConfigError
-from vaestudy.stores import serve
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
 from vaestudy.tracking import PARENT
@@ -96,39 +95,6 @@ def children(client: MlflowClient, parent_id: str):
 
 def steps(client, run_id, key):
     return [m.step for m in client.get_metric_history(run_id, key)]
-
-
-def test_study_on_the_default_local_store(tmp_path, shared_data, monkeypatch, ray_session):
-    """The issue's command, on the default store: ./mlflow (SQLite) served on loopback."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    study = load_study(write_study(tmp_path, shared_data), [*TINY, "study.num_trials=2"])
-    outcome = run_study(study)
-    assert not outcome.interrupted
-    assert (tmp_path / "mlflow" / "mlflow.db").is_file()
-    with serve(f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}") as uri:
-        client = MlflowClient(uri)
-        parents = client.search_runs(
-            [client.get_experiment_by_name("geco").experiment_id],
-            filter_string="tags.`vaestudy.kind` = 'study'",
-        )
-        assert [p.info.run_id for p in parents] == [outcome.parent_run_id]
-        kids = children(client, outcome.parent_run_id)
-        assert len(kids) == 2
-        for run in kids:
-            assert run.data.tags["vaestudy.objective"] == "geco"
-            assert run.data.params["objective.name"] == "geco"
-            if run.info.status == "FAILED":  # a diverged trial: reason and step recorded
-                assert "vaestudy.failure_reason" in run.data.tags
-                continue
-            assert run.info.status == "FINISHED"
-            for key in ("train/kl", "train/recon", "train/lambda/recon", "train/constraint/recon"):
-                assert steps(client, run.info.run_id, key) == [2, 4, 6, 8, 10]
-            for key in ("test/iwae_nll", "test/elbo", "test/constraint/recon", "test/active_units"):
-                assert key in run.data.metrics
-            names = {a.path for a in client.list_artifacts(run.info.run_id)}
-            assert {"samples.png", "reconstructions.png", "trajectories.png", "model.pt"} <= names
-        assert sum(r.info.status == "FINISHED" for r in kids) >= 1
 
 
 def test_many_concurrent_trials_keep_every_trajectory(

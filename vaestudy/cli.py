@@ -1,4 +1,4 @@
-"""`vaestudy` command line: train, validate, run, report, ui.
+"""`vaestudy` command line: train, validate, run, studies, report, compare, best, ui.
 
 Exit statuses: 0 done (every trial ended: finished, diverged or stopped early are results);
 1 infrastructure errors (a trial errored, or none ended); 2 bad input (config, data, stores,
@@ -20,6 +20,7 @@ EXIT_OK = 0  # every trial ended (finished, diverged or stopped early: results, 
 EXIT_INFRA = 1  # a trial ended in an infrastructure error, or no trial ended at all
 EXIT_BAD_INPUT = 2  # a config, data, store, resource or cluster problem; nothing was run
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): finished trials are kept; --resume continues
+EXIT_NO_ANSWER = 1  # `vaestudy best`: the run has no feasible trial, so nothing was written
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -89,7 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         storage_path=args.storage_path,
         address=args.address,
     )
-    from vaestudy.stores import tracking_session, tune_storage
+    from vaestudy.stores import store_uri, tracking_session, tune_storage, ui_url
     from vaestudy.study.console import StudyProgress, mark, quiet_libraries
 
     log_file = tune_storage(args.storage_path) / f"{study.name}.log"
@@ -133,9 +134,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     diverged = outcome.failed - outcome.errored
     state = "interrupted" if outcome.interrupted else "done"
     print(
-        f"study {study.name!r} {state}: {outcome.finished} trials finished, {diverged} diverged, "
-        f"{outcome.errored} errored; MLflow parent run {outcome.parent_run_id} (experiment "
-        f"{study.name!r}); tables and figures: vaestudy report {study.name}"
+        f"study {study.name!r}, run {outcome.run_name!r} {state}: {outcome.finished} trials "
+        f"finished, {diverged} diverged, {outcome.errored} errored; MLflow experiment "
+        f"{study.name!r}, parent run {outcome.parent_run_id}; Optuna study {outcome.run_name!r}; "
+        f"tables and figures: vaestudy report {study.name} --run {outcome.run_name}; "
+        + (
+            f"in the MLflow UI: {ui_url(uri, outcome.experiment_id, outcome.parent_run_id)}"
+            if (uri := store_uri(args.tracking_uri)).startswith(("http://", "https://"))
+            else f"in the MLflow UI: vaestudy ui {study.name}"
+        )
     )
     if outcome.interrupted:
         print(f"continue it with: {resume_command(study)}", file=sys.stderr)
@@ -150,46 +157,118 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from mlflow.tracking import MlflowClient
-
-    from vaestudy.report import attach, build_report, write_report
-    from vaestudy.stores import tracking_session
-
-    name = args.study
-    if name.endswith((".yaml", ".yml")):
+def _study_name(text: str) -> str:
+    """A study's name, or the name inside a study file (`studies/geco.yaml`)."""
+    if text.endswith((".yaml", ".yml")):
         from vaestudy.study.spec import load_study
 
-        name = load_study(name).name
-    with tracking_session(args.tracking_uri) as uri:
-        client = MlflowClient(uri)
-        report = build_report(client, name, args.run)
-        out = Path(args.out or Path("reports") / name)
-        files = write_report(client, report, out)
-        attach(client, report, files)
-    if args.format == "markdown":
+        return load_study(text).name
+    return text
+
+
+def _print_report(report, out, fmt: str) -> None:
+    if fmt == "markdown":
         print(report.markdown())
-    elif args.format == "csv":
+    elif fmt == "csv":
         print(report.trials.to_csv(index=False))
     else:
         print((out / "report.html").read_text())
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vaestudy.api import artifact_writer, open_store
+    from vaestudy.report import attach, build_report, write_report
+
+    name = _study_name(args.study)
+    client = open_store(args.tracking_uri)
+    report = build_report(client, name, args.run)
+    out = Path(args.out or Path("reports") / name)
+    files = write_report(client, report, out)
+    with artifact_writer(client, report.parent_run_id) as writer:
+        attach(writer, report, files)
+    _print_report(report, out, args.format)
     print(
-        f"report written to {out}/ and attached to MLflow run {report.parent_run_id}",
+        f"report of run {report.run_name!r} written to {out}/ and attached to MLflow run "
+        f"{report.parent_run_id}",
         file=sys.stderr,
     )
-    return 0
+    return EXIT_OK
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vaestudy.api import compare, open_store
+    from vaestudy.report import write_report
+
+    report = compare(args.runs, args.tracking_uri)
+    out = Path(args.out or Path("reports") / "compare")
+    write_report(open_store(args.tracking_uri), report, out)
+    _print_report(report, out, args.format)
+    print(f"comparison written to {out}/", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_studies(args: argparse.Namespace) -> int:
+    from vaestudy.api import studies
+
+    table = studies(args.tracking_uri)
+    if args.study:
+        table = table[table["study"] == _study_name(args.study)]
+    if args.format == "csv":
+        print(table.to_csv(index=False))
+    elif len(table):
+        print(table.to_markdown(index=False))
+    else:
+        print("no study runs in this tracking store" + (f" for {args.study}" if args.study else ""))
+    return EXIT_OK
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vaestudy.api import best
+
+    name = _study_name(args.study)
+    found = best(name, args.run, args.tracking_uri, feasible=not args.any)
+    if found is None:
+        print(
+            f"study {name!r}: no feasible trial in this run, so no config was written; "
+            "--any writes the best finished trial, feasible or not",
+            file=sys.stderr,
+        )
+        return EXIT_NO_ANSWER
+    text = found.yaml()
+    if args.out:
+        Path(args.out).write_text(text)
+        print(
+            f"trial {found.trial} of run {found.run_name!r} ({found.variant}, state: "
+            f"{found.state}, {found.metric} {found.value:.4g}) written to {args.out}; run it with: "
+            f"vaestudy train {args.out}",
+            file=sys.stderr,
+        )
+    else:
+        print(text, end="")
+    return EXIT_OK
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     import signal
 
-    from vaestudy.stores import serve, store_uri
+    from vaestudy.stores import serve, store_uri, ui_url
 
     backend = store_uri(args.tracking_uri)
+    experiment = None
+    if args.study:  # its runs table; the study must exist
+        from vaestudy.api import open_store
+        from vaestudy.report import find_parent
+
+        name = _study_name(args.study)
+        experiment = find_parent(open_store(args.tracking_uri), name).info.experiment_id
     if backend.startswith(("http://", "https://")):
-        print(f"open {backend} in a browser: that server is the UI")
+        print(f"open {ui_url(backend, experiment)} in a browser: that server is the UI")
         return EXIT_OK
 
     def stop(signum: int, frame: object) -> None:
@@ -198,7 +277,10 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)  # SIGINT raises KeyboardInterrupt already
     try:
         with serve(backend, port=args.port, host=args.host) as uri:
-            print(f"MLflow UI on {uri} (store {backend}); Ctrl-C stops it", flush=True)
+            print(
+                f"MLflow UI on {ui_url(uri, experiment)} (store {backend}); Ctrl-C stops it",
+                flush=True,
+            )
             while True:
                 signal.pause()
     except KeyboardInterrupt:
@@ -250,12 +332,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("study", help="study name or its YAML file")
     report.add_argument("--tracking-uri")
-    report.add_argument("--run", metavar="RUN_ID", help="the study's parent run (default: newest)")
+    report.add_argument(
+        "--run", metavar="RUN", help="the study run: its name, id or id prefix (default: newest)"
+    )
     report.add_argument("--format", choices=["markdown", "csv", "html"], default="markdown")
     report.add_argument("--out", help="output folder (default reports/STUDY)")
     report.set_defaults(func=_cmd_report)
 
+    compare = sub.add_parser("compare", help="several study runs (or studies) in one report")
+    compare.add_argument(
+        "runs", nargs="+", metavar="STUDY[@RUN]", help="a study (its newest run) or STUDY@RUN"
+    )
+    compare.add_argument("--tracking-uri")
+    compare.add_argument("--format", choices=["markdown", "csv", "html"], default="markdown")
+    compare.add_argument("--out", help="output folder (default reports/compare)")
+    compare.set_defaults(func=_cmd_compare)
+
+    studies = sub.add_parser("studies", help="list studies and their runs")
+    studies.add_argument("study", nargs="?", help="only this study (name or YAML file)")
+    studies.add_argument("--tracking-uri")
+    studies.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    studies.set_defaults(func=_cmd_studies)
+
+    best = sub.add_parser("best", help="the best feasible trial as a `vaestudy train` config")
+    best.add_argument("study", help="study name or its YAML file")
+    best.add_argument("--run", metavar="RUN", help="the study run (default: newest)")
+    best.add_argument("--tracking-uri")
+    best.add_argument("--out", help="write the YAML here (default: print it)")
+    best.add_argument(
+        "--any", action="store_true", help="the best finished trial even if it is not feasible"
+    )
+    best.set_defaults(func=_cmd_best)
+
     ui = sub.add_parser("ui", help="open the MLflow UI on the study store")
+    ui.add_argument("study", nargs="?", help="print the URL of this study's runs table")
     ui.add_argument("--tracking-uri")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

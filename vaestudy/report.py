@@ -58,19 +58,23 @@ from vaestudy.feasibility import (  # noqa: E402
     split_names,
 )
 from vaestudy.plots import plot_trajectories  # noqa: E402
+from vaestudy.search_plots import load_search, plot_search  # noqa: E402
 from vaestudy.tracking import (  # noqa: E402
-    PARENT,
     TAG_FAILURE,
     TAG_FAILURE_STEP,
     TAG_INTERRUPTED,
     TAG_MODEL,
+    TAG_NOTE,
     TAG_OBJECTIVE,
+    TAG_OPTUNA,
+    TAG_OPTUNA_STORAGE,
     TAG_SATURATED,
     TAG_STOPPED,
     TAG_VARIANT,
-    latest_study_run,
     log_metrics,
     now_ms,
+    study_runs,
+    trial_runs,
 )
 
 INTERRUPTED = "interrupted"  # status of a killed attempt that was run again (not counted)
@@ -87,6 +91,9 @@ _MARKERS = {
 _SHOWN_METRICS = ("test/kl", "test/recon", "test/elbo", "test/iwae_nll")
 TAG_BEST = "vaestudy.best_feasible"  # parent run: the best feasible trial's run id
 TAG_ANSWER = "vaestudy.answer"  # parent run: the answer in one line
+ANSWER_PREFIX = "**Answer:** "  # the parent run's description starts with the answer
+SUMMARY_HEADING = "## Per variant"  # and ends with the per-variant table
+MAX_TAG_CHARS = 8000  # MLflow's limit on a tag's value (the description is one)
 
 
 @dataclass
@@ -98,6 +105,9 @@ class Report:
     yardstick: list[Yardstick]
     metric: str
     mode: str
+    run_name: str = ""  # the study run's name (= its Optuna study's name)
+    metrics: tuple[str, ...] = ()  # every metric of the search (several: multi-objective)
+    optuna_storage: str = ""  # where the search's Optuna study lives ("" if not recorded)
 
     def rules_text(self) -> str:
         rules = ", ".join(y.label for y in self.yardstick) or "none"
@@ -108,7 +118,8 @@ class Report:
         )
 
     def markdown(self) -> str:
-        lines = [f"# Study `{self.study}` (parent run {self.parent_run_id})", ""]
+        run = f"run `{self.run_name}`, " if self.run_name else ""
+        lines = [f"# Study `{self.study}` ({run}parent run {self.parent_run_id})", ""]
         lines += [self.rules_text(), "", "## Per variant", "", _md(self.summary), ""]
         lines += ["## Trials", "", _md(self.trials)]
         return "\n".join(lines) + "\n"
@@ -117,24 +128,35 @@ class Report:
         """The best feasible trial of the whole study by the study's first metric."""
         return _best(self.trials[self.trials["feasible"]], self.metric, self.mode)
 
+    def best_finished(self) -> pd.Series | None:
+        """The best trial with final test metrics by the study's first metric, feasible or not."""
+        return _best(self.trials[self.trials["status"].isin(WITH_TEST)], self.metric, self.mode)
+
 
 def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".4g") if len(df) else "(none)"
 
 
-def find_parent(client: MlflowClient, study: str, run_id: str | None = None):
-    """The study's parent run: `run_id` if given, else the newest."""
-    if run_id is not None:
-        return client.get_run(run_id)
+def find_parent(client: MlflowClient, study: str, run: str | None = None):
+    """A parent run of `study`: the newest, or `run`: its run id, a unique prefix of the id, or
+    its name (`geco-2`, as `vaestudy studies` lists)."""
     exp = client.get_experiment_by_name(study)
-    parent = latest_study_run(client, exp.experiment_id, study) if exp is not None else None
-    if parent is None:
+    runs = study_runs(client, exp.experiment_id, study) if exp is not None else []
+    if not runs:
         known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
         raise UserError(
             f"no study named {study!r} in this tracking store; studies there: "
             f"{', '.join(known) or 'none'}"
         )
-    return parent
+    if run is None:
+        return runs[0]
+    found = [r for r in runs if run in (r.info.run_id, r.info.run_name)]
+    found = found or [r for r in runs if r.info.run_id.startswith(run)]
+    if len(found) != 1:
+        names = ", ".join(f"{r.info.run_name} ({r.info.run_id[:8]})" for r in runs)
+        what = "no run" if not found else f"{len(found)} runs"
+        raise UserError(f"study {study!r} has {what} matching {run!r}; its runs: {names}")
+    return found[0]
 
 
 def yardstick_from_params(params: dict[str, str]) -> list[Yardstick]:
@@ -179,24 +201,67 @@ def read_history(client: MlflowClient, run_id: str, keys: list[str]) -> list[dic
     return [rows[s] for s in sorted(rows)]
 
 
-def build_report(client: MlflowClient, study: str, run_id: str | None = None) -> Report:
-    """The report of `study`'s newest parent run, or of parent run `run_id`."""
-    parent = find_parent(client, study, run_id)
+def build_report(client: MlflowClient, study: str, run: str | None = None) -> Report:
+    """The report of `study`'s newest parent run, or of its run `run` (see `find_parent`)."""
+    parent = find_parent(client, study, run)
     params = parent.data.params
     metric = params.get("study.metric", params.get("study.metric.0", "test/iwae_nll"))
     mode = params.get("study.mode", params.get("study.mode.0", "min"))
     # `study.search.objective.kappa.uniform.0` -> `objective.kappa` (the searched dotted key)
     searched = sorted({_SEARCH_PARAM.sub("", k) for k in unprefixed(params, "study.search.")})
     yardstick = yardstick_from_params(params)
-    runs = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent.info.run_id}'"
-    )
+    runs = trial_runs(client, parent)
     if not runs:
         raise UserError(f"study {study!r} (parent run {parent.info.run_id}) has no trials yet")
-    rows = [_trial_row(client, run, searched, yardstick, metric) for run in runs]
+    rows = [_trial_row(client, r, searched, yardstick, metric) for r in runs]
     trials = pd.DataFrame(rows).sort_values(["variant", "trial"]).reset_index(drop=True)
     summary = _summary(trials, metric, mode)
-    return Report(study, parent.info.run_id, trials, summary, yardstick, metric, mode)
+    metrics = [params[k] for k in sorted(params) if re.fullmatch(r"study\.metric(\.\d+)?", k)]
+    return Report(
+        study,
+        parent.info.run_id,
+        trials,
+        summary,
+        yardstick,
+        metric,
+        mode,
+        run_name=parent.data.tags.get(TAG_OPTUNA, parent.info.run_name),
+        metrics=tuple(metrics),
+        optuna_storage=parent.data.tags.get(TAG_OPTUNA_STORAGE, ""),
+    )
+
+
+def compare_reports(reports: list[Report]) -> Report:
+    """Several study runs as one report: each trial's variant and name are prefixed by its
+    run's name (`geco-2: geco`; `study/run: ...` across studies), each trial keeps the verdict
+    of its own run's yardstick; the summary has a row per run and variant. The runs must rank
+    by one metric."""
+    ranks = {(r.metric, r.mode) for r in reports}
+    if len(ranks) > 1:
+        raise UserError(f"the runs rank trials by different metrics ({sorted(ranks)}): compare "
+                        "runs that share the study's metric")  # fmt: skip
+    several = len({r.study for r in reports}) > 1
+    labels = [f"{r.study}/{r.run_name}" if several else r.run_name for r in reports]
+    if len(set(labels)) < len(labels):
+        raise UserError(f"the same run twice: {', '.join(labels)}")
+    parts = []
+    for label, r in zip(labels, reports, strict=True):
+        trials = r.trials.copy()
+        trials.insert(0, "run", label)
+        for column in ("variant", "trial"):  # trial names repeat across runs (`geco #0`)
+            trials[column] = f"{label}: " + trials[column]
+        parts.append(trials)
+    trials = pd.concat(parts, ignore_index=True)
+    metric, mode = reports[0].metric, reports[0].mode
+    return Report(
+        study=" vs ".join(labels),
+        parent_run_id=", ".join(r.parent_run_id for r in reports),
+        trials=trials,
+        summary=_summary(trials, metric, mode),
+        yardstick=list(dict.fromkeys(y for r in reports for y in r.yardstick)),
+        metric=metric,
+        mode=mode,
+    )
 
 
 def _status(run) -> str:
@@ -365,33 +430,43 @@ def _file_name(label: str) -> str:
 
 
 def write_report(client: MlflowClient, report: Report, out: Path) -> list[Path]:
-    """Markdown, CSVs, HTML and PNGs under `out`; returns the files written."""
+    """Markdown, CSVs, HTML and PNGs under `out`: the tables, the rate–distortion plane, each
+    variant's trajectories and Optuna's figures of the search (`vaestudy.search_plots`);
+    returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
-    trials = report.trials
-    files = {
-        "report.md": report.markdown(),
-        "trials.csv": trials.to_csv(index=False),
-        "summary.csv": report.summary.to_csv(index=False),
-        "report.html": (
-            f"<h1>Study {report.study}</h1><p>{report.rules_text()}</p><h2>Per variant</h2>"
-            + report.summary.to_html(index=False, float_format="{:.4g}".format)
-            + '<img src="rate_distortion.png"><h2>Trials</h2>'
-            + trials.to_html(index=False, float_format="{:.4g}".format)
-        ),
-    }
-    written = []
-    for name, text in files.items():
-        (out / name).write_text(text)
-        written.append(out / name)
     plot_rate_distortion(report, out / "rate_distortion.png")
-    written.append(out / "rate_distortion.png")
+    figures = [out / "rate_distortion.png"]
     for variant, run_id, title in _trajectory_trials(report):
         keys = [k for k in client.get_run(run_id).data.metrics if k.startswith("train/")]
         path = out / f"trajectories_{_file_name(variant)}.png"
         plot_trajectories(read_history(client, run_id, keys), path, title)
         if path.exists():
-            written.append(path)
-    return written
+            figures.append(path)
+    notes: list[str] = []
+    if report.run_name:  # one study run (not a comparison): Optuna's figures of its search
+        search, why = load_search(report.run_name, report.optuna_storage)
+        notes = [why] if search is None else []
+        if search is not None:
+            drawn, notes = plot_search(search, list(report.metrics or [report.metric]), out)
+            figures += drawn
+    trials = report.trials
+    figure_md = [f"![{f.stem}]({f.name})" for f in figures] + [f"- {n}" for n in notes]
+    files = {
+        "report.md": report.markdown() + "\n## Figures\n\n" + "\n\n".join(figure_md) + "\n",
+        "trials.csv": trials.to_csv(index=False),
+        "summary.csv": report.summary.to_csv(index=False),
+        "report.html": (
+            f"<h1>Study {report.study}</h1><p>{report.rules_text()}</p><h2>Per variant</h2>"
+            + report.summary.to_html(index=False, float_format="{:.4g}".format)
+            + "".join(f'<img src="{f.name}">' for f in figures)
+            + "".join(f"<p>{n}</p>" for n in notes)
+            + "<h2>Trials</h2>"
+            + trials.to_html(index=False, float_format="{:.4g}".format)
+        ),
+    }
+    for name, text in files.items():
+        (out / name).write_text(text)
+    return [out / name for name in files] + figures
 
 
 def attach(client: MlflowClient, report: Report, files: list[Path]) -> None:
@@ -418,7 +493,8 @@ def log_answer(client: MlflowClient, report: Report) -> None:
     counts and the study-wide `feasible` count as metrics of the parent run; the best feasible
     trial's run id and name as tags (`vaestudy.best_feasible`, per variant
     `vaestudy.best_feasible.<variant>`) and its test metrics as `best_feasible/<metric>`; the
-    answer in one line as the tag `vaestudy.answer`."""
+    answer in one line as the tag `vaestudy.answer` and atop the run's description (its note in
+    the MLflow UI), the per-variant table below it; the report's tables as `report/report.md`."""
     ts = now_ms()
     metrics = [Metric("feasible", float(report.summary["feasible"].sum()), ts, 0)]
     tags = {TAG_ANSWER: answer(report)}
@@ -436,5 +512,21 @@ def log_answer(client: MlflowClient, report: Report) -> None:
         for name in dict.fromkeys([report.metric, *_SHOWN_METRICS]):
             if name in run.data.metrics:
                 metrics.append(Metric(f"best_feasible/{name}", run.data.metrics[name], ts, 0))
+    tags[TAG_NOTE] = _described(client.get_run(report.parent_run_id).data.tags.get(TAG_NOTE, ""),
+                                report)  # fmt: skip
     log_metrics(client, report.parent_run_id, metrics)
     client.log_batch(report.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    client.log_text(report.parent_run_id, report.markdown(), "report/report.md")
+
+
+def _described(note: str, report: Report) -> str:
+    """The parent run's description (`vaestudy.study.description`) with the answer above it
+    and the per-variant table below it, replacing those of an earlier end (a resumed study)."""
+    head = note.split(SUMMARY_HEADING)[0]
+    if head.startswith(ANSWER_PREFIX):
+        head = head.partition("\n\n")[2]
+    described = (
+        f"{ANSWER_PREFIX}{answer(report)}\n\n{head.rstrip()}\n\n{SUMMARY_HEADING}\n\n"
+        f"{report.rules_text()}\n\n{_md(report.summary)}\n"
+    )
+    return described[:MAX_TAG_CHARS]  # the table is in report/report.md in full

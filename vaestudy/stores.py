@@ -55,6 +55,15 @@ def optuna_storage_url() -> str:
     return f"sqlite:///{path.resolve()}"
 
 
+def redacted(url: str) -> str:
+    """`url` without its password (`postgresql://user:***@host/db`): to record or print."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 TUNE_STORAGE = "ray_results"  # Ray Tune's storage without --storage-path
 
 
@@ -64,6 +73,16 @@ def tune_storage(storage_path: str | None) -> Path:
     if storage_path and "://" not in storage_path:
         return Path(storage_path).resolve()
     return Path(TUNE_STORAGE).resolve()
+
+
+def ui_url(server: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment (its runs table) or a run, in the UI's model-training
+    view: MLflow 3's UI otherwise opens in its GenAI view (a per-browser switch that the
+    `workflowType` parameter sets)."""
+    page = "experiments"
+    if experiment_id is not None:
+        page += f"/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{server.rstrip('/')}/#/{page}?workflowType=machine_learning"
 
 
 def check_server(uri: str, timeout: float = 10.0) -> None:
@@ -159,10 +178,15 @@ def serve(
     store.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     uri = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    artifacts = (store / "artifacts").resolve()
     cmd = [
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend_uri,
-        "--artifacts-destination", str((store / "artifacts").resolve()),
+        # New experiments keep their artifacts at a file:// location, so a client opened on
+        # the store itself (`MlflowClient("sqlite:///mlflow/mlflow.db")`) lists and downloads
+        # them without a server; experiments made before (`mlflow-artifacts:/`) stay proxied.
+        "--default-artifact-root", artifacts.as_uri(),
+        "--artifacts-destination", str(artifacts),
         "--host", host, "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     # The server's background job runner serves GenAI features vaestudy does not use.

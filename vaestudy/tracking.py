@@ -29,6 +29,8 @@ from mlflow.tracking import MlflowClient
 MAX_BATCH = 1000
 TAG_STUDY = "vaestudy.study"
 TAG_KIND = "vaestudy.kind"
+TAG_OPTUNA = "vaestudy.optuna_study"  # parent run: its Optuna study's name (= the run's name)
+TAG_OPTUNA_STORAGE = "vaestudy.optuna_storage"  # parent run: that study's storage URL (no secret)
 TAG_TRIAL = "vaestudy.trial_id"
 TAG_OBJECTIVE = "vaestudy.objective"
 TAG_MODEL = "vaestudy.model"
@@ -44,26 +46,63 @@ TAG_YARDSTICK = "vaestudy.satisfies_yardstick"
 TAG_FEASIBLE = "vaestudy.feasible"
 TAG_SATURATED = "vaestudy.saturated"  # comma-joined names: "target unreachable at this budget"
 PARENT = "mlflow.parentRunId"
+TRIAL_CONFIG = "config.yaml"  # a trial run's artifact: its whole config, as `vaestudy train` takes
+TAG_NOTE = "mlflow.note.content"  # a run's description (Markdown) in the MLflow UI
+# MLflow 3's UI opens an experiment by its kind: model training shows the runs table (without
+# it, an experiment with no runs logged the classic way opens in the GenAI traces view).
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 
-def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str | None:
+def study_experiment(client: MlflowClient, name: str) -> str:
+    """The id of study `name`'s experiment, created (or restored) as a model-training one."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    return client.create_experiment(name) if create else None
+    if exp is None:
+        return client.create_experiment(name, tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING})
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    if exp.tags.get(TAG_EXPERIMENT_KIND) != MODEL_TRAINING:  # made before vaestudy set it
+        client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
+    return exp.experiment_id
+
+
+def search_all(
+    client: MlflowClient, experiment: str, filter_string: str, order_by: list[str] | None = None
+) -> list[Run]:
+    """Every run of `experiment` matching `filter_string`, page after page (one search returns
+    at most 1000 runs)."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment], filter_string=filter_string, order_by=order_by, page_token=token
+        )
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def study_runs(client: MlflowClient, experiment: str, study: str) -> list[Run]:
+    """The parent runs of `study` in `experiment`, newest first."""
+    return search_all(
+        client,
+        experiment,
+        f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{study}'",
+        ["attributes.start_time DESC"],
+    )
 
 
 def latest_study_run(client: MlflowClient, experiment: str, study: str) -> Run | None:
     """The newest parent run of `study` in `experiment`, or None."""
-    runs = client.search_runs(
-        [experiment],
-        filter_string=f"tags.`{TAG_KIND}` = 'study' and tags.`{TAG_STUDY}` = '{study}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+    runs = study_runs(client, experiment, study)
     return runs[0] if runs else None
+
+
+def trial_runs(client: MlflowClient, parent: Run) -> list[Run]:
+    """The trial (child) runs of the study run `parent`."""
+    parent_is = f"tags.`{PARENT}` = '{parent.info.run_id}'"
+    return search_all(client, parent.info.experiment_id, parent_is)
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
@@ -203,9 +242,8 @@ def close_orphans(
 ) -> int:
     """Close child runs left RUNNING after the study: KILLED with `vaestudy.stopped_early` when
     Tune ended the trial without error (a scheduler stopped it), else FAILED (the process died)."""
-    running = client.search_runs(
-        [experiment],
-        filter_string=f"tags.`{PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    running = search_all(
+        client, experiment, f"tags.`{PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
     )
     for run in running:
         if run.data.tags.get(TAG_TRIAL) in ended_cleanly:

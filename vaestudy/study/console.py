@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from vaestudy.study.spec import Study
+from vaestudy.study.spec import TRIAL_NUMBER, Study
 
 _COLUMNS = ("trial", "variant", "status", "step", "loss", "constraints", "λ")
 _LIBRARIES = ("vaestudy", "ray", "optuna", "mlflow", "alembic", "urllib3", "py.warnings")
@@ -92,7 +92,18 @@ class StudyProgress:
         self.log_file = log_file
         self.console = console or Console(highlight=False)
         self.rows: dict[str, dict[str, str]] = {}
+        self.run_name = ""
         self.live = Live(self.render(), console=self.console, auto_refresh=False)
+
+    def started(self, run_name: str, parent_run_id: str, optuna_storage: str) -> None:
+        """The study run is known: name it in the table's title and say where to find it."""
+        self.run_name = run_name
+        self.live.console.print(
+            f"run {run_name!r} of study {self.study.name!r}: MLflow parent run {parent_run_id}; "
+            f"Optuna study {run_name!r} in {optuna_storage}",
+            markup=False,
+            soft_wrap=True,  # ids and paths stay whole, to copy
+        )
 
     def __enter__(self) -> StudyProgress:
         if self.console.is_terminal:
@@ -110,7 +121,9 @@ class StudyProgress:
         fields.setdefault("status", "starting")
         if not self.rows:
             mark("first trial started")
-        row = self.rows.setdefault(trial_id, {"trial": str(len(self.rows) + 1)})
+        number = config.get(TRIAL_NUMBER)  # Optuna's, as in the MLflow run name
+        label = f"#{number}" if number is not None else str(len(self.rows) + 1)
+        row = self.rows.setdefault(trial_id, {"trial": label})
         if "variant" not in row:
             try:
                 row["variant"] = self.study.variant(config)
@@ -140,7 +153,8 @@ class StudyProgress:
             self.live.console.print(f"{line}{extra}{f': {note}' if note else ''}", markup=False)
 
     def render(self) -> Group:
-        table = Table(title=f"study {self.study.name}", title_justify="left")
+        title = f"study {self.study.name}" + (f", run {self.run_name}" if self.run_name else "")
+        table = Table(title=title, title_justify="left")
         for column in _COLUMNS:
             justify = "right" if column in ("step", "loss") else "left"
             table.add_column(column, justify=justify, overflow="fold")  # whole labels

@@ -29,35 +29,41 @@ from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import UserError
 from vaestudy.feasibility import split_names
 from vaestudy.report import Report, build_report, log_answer
-from vaestudy.stores import TUNE_STORAGE, optuna_storage_url, tracking_session
+from vaestudy.stores import TUNE_STORAGE, optuna_storage_url, redacted, tracking_session
 from vaestudy.study.cluster import check_cluster, start_ray
 from vaestudy.study.console import StudyProgress, mark, tune_callback
+from vaestudy.study.description import study_note
 from vaestudy.study.resume import remembered
 from vaestudy.study.search import ENDED, TUNE_ID, TrialTeller, counts, make_search, tell
 from vaestudy.study.spec import Study
 from vaestudy.study.trainables import TrialContext, run_pack, run_trial
 from vaestudy.tracking import (
-    PARENT,
     TAG_FAILURE,
     TAG_INTERRUPTED,
     TAG_KIND,
+    TAG_NOTE,
+    TAG_OPTUNA,
+    TAG_OPTUNA_STORAGE,
     TAG_SATURATED,
     TAG_STUDY,
     close_orphans,
     ended,
-    experiment_id,
     find_trial_run,
     latest_study_run,
     log_params,
+    study_experiment,
+    study_runs,
+    trial_runs,
 )
 
 TAG_TUNE_PATH = "vaestudy.tune_path"
-TAG_OPTUNA = "vaestudy.optuna_study"
 
 
 @dataclass
 class StudyOutcome:
     parent_run_id: str
+    run_name: str  # the study run's name: its MLflow run name and its Optuna study's name
+    experiment_id: str  # the study's MLflow experiment
     tracking_uri: str
     finished: int
     failed: int  # diverged or errored
@@ -91,28 +97,35 @@ def run_study(
     with tracking_session(tracking_uri, while_starting=lambda: start_ray(address)) as uri:
         check_cluster(study, address)
         client = MlflowClient(uri)
-        experiment = experiment_id(client, study.name)
-        assert experiment is not None
+        experiment = study_experiment(client, study.name)
         parent = latest_study_run(client, experiment, study.name) if resume else None
         if resume and parent is None:
             raise UserError(f"--resume: no earlier run of study {study.name!r} at {uri}")
         if parent is None:
-            run = client.create_run(
-                experiment,
-                run_name=study.name,
-                tags={TAG_KIND: "study", TAG_STUDY: study.name, **remembered(study)},
-            )
-            parent_id = run.info.run_id
-            optuna_name = f"{study.name}-{parent_id[:8]}"
+            optuna_name = _free_run_name(study, client, experiment)
             tune_path = storage / optuna_name
-            client.set_tag(parent_id, TAG_OPTUNA, optuna_name)
-            client.set_tag(parent_id, TAG_TUNE_PATH, str(tune_path))
+            if tune_path.exists():  # left by a store that is gone: never mix two runs' state
+                tune_path = tune_path.with_name(f"{optuna_name}-{_now()}")
+            storage_url = redacted(optuna_storage_url())
+            tags = {
+                TAG_KIND: "study",
+                TAG_STUDY: study.name,
+                TAG_OPTUNA: optuna_name,
+                TAG_OPTUNA_STORAGE: storage_url,
+                TAG_TUNE_PATH: str(tune_path),
+                TAG_NOTE: study_note(study, optuna_name, storage_url),
+                **remembered(study),
+            }
+            run = client.create_run(experiment, run_name=optuna_name, tags=tags)
+            parent_id = run.info.run_id
             log_params(client, parent_id, flatten(study.spec.model_dump(mode="json"), "study"))
         else:
             parent_id = parent.info.run_id
             optuna_name = parent.data.tags[TAG_OPTUNA]
             tune_path = Path(parent.data.tags[TAG_TUNE_PATH])
             client.update_run(parent_id, status="RUNNING")
+        if progress is not None:
+            progress.started(optuna_name, parent_id, optuna_storage_url())
 
         ctx = TrialContext(study, uri, experiment, parent_id)
         gpu = study.spec.resources.gpu
@@ -155,7 +168,22 @@ def run_study(
             log_answer(client, report)
         status = "KILLED" if interrupted else "FAILED" if errored else "FINISHED"
         client.set_terminated(parent_id, status=status)
-        return StudyOutcome(parent_id, uri, finished, failed, errored, interrupted, report)
+        return StudyOutcome(
+            parent_id, optuna_name, experiment, uri, finished, failed, errored, interrupted, report
+        )
+
+
+def _free_run_name(study: Study, client: MlflowClient, experiment: str) -> str:
+    """A name for a new run of `study`, free in the Optuna storage and among the study's runs:
+    the study's name for its first run, then `<name>-2`, `<name>-3`, ... It names the parent run
+    and the Optuna study, so `optuna.load_study(study_name=...)` finds it by the study's name."""
+    taken = set(optuna.get_all_study_names(optuna_storage_url()))
+    taken |= {run.data.tags.get(TAG_OPTUNA) for run in study_runs(client, experiment, study.name)}
+    name, n = study.name, 1
+    while name in taken:
+        n += 1
+        name = f"{study.name}-{n}"
+    return name
 
 
 def _clean(result: tune.Result) -> bool:
@@ -257,7 +285,7 @@ def _new_tuner(
 def _count_children(client: MlflowClient, experiment: str, parent_id: str) -> tuple[int, int, int]:
     """The study's trial runs: finished, failed (diverged or errored), errored (did not reach
     their own end: an infrastructure failure, not a result)."""
-    runs = client.search_runs([experiment], filter_string=f"tags.`{PARENT}` = '{parent_id}'")
+    runs = trial_runs(client, client.get_run(parent_id))
     finished = sum(r.info.status == "FINISHED" for r in runs)
     failed = sum(r.info.status == "FAILED" or TAG_FAILURE in r.data.tags for r in runs)
     errored = sum(r.info.status == "FAILED" and not ended(r) for r in runs)

@@ -43,7 +43,15 @@ from ray.tune.search.optuna import OptunaSearch
 
 from vaestudy.dotted import unprefixed
 from vaestudy.feasibility import WORST, Scope, Yardstick, search_constraints, split_names
-from vaestudy.study.spec import Choice, IntRange, LogUniform, SamplerSpec, Study, Uniform
+from vaestudy.study.spec import (
+    TRIAL_NUMBER,
+    Choice,
+    IntRange,
+    LogUniform,
+    SamplerSpec,
+    Study,
+    Uniform,
+)
 
 DIVERGED = "vaestudy/diverged"  # in a trial's final report only: 1 diverged, 0 reached its end
 SATURATED = "vaestudy/saturated"  # in a trial's final report: saturated multipliers, comma-joined
@@ -185,7 +193,10 @@ class StudySearch(OptunaSearch):
                 return Searcher.FINISHED
         config = super().suggest(trial_id)
         if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr(TUNE_ID, trial_id)
+            trial = self._ot_trials[trial_id]
+            trial.set_user_attr(TUNE_ID, trial_id)
+            if isinstance(config, dict):
+                config[TRIAL_NUMBER] = trial.number
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:

@@ -197,6 +197,9 @@ class StudySpec(_Spec):
 
 
 # Test metrics that only the final (full) evaluation computes.
+# The search adds each trial's Optuna trial number to its sampled parameters under this key:
+# it names the trial's MLflow run (`<variant> #<number>`) and its row in the progress table.
+TRIAL_NUMBER = "vaestudy_trial_number"
 FULL_EVAL_ONLY = {"iwae_nll", "active_units", "probe_acc", "probe_chance"}
 _ALWAYS = {"elbo", "kl", "recon", *FULL_EVAL_ONLY}
 
@@ -270,7 +273,8 @@ class Study:
     def trial_raw(self, params: dict[str, Any]) -> dict[str, Any]:
         raw = copy.deepcopy(self.template)
         for key, value in {**self.fixed, **params}.items():
-            set_dotted(raw, key, copy.deepcopy(value))
+            if key != TRIAL_NUMBER:
+                set_dotted(raw, key, copy.deepcopy(value))
         return raw
 
     def check(self) -> None:

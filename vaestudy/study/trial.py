@@ -40,7 +40,7 @@ from vaestudy.feasibility import WORST, judge
 from vaestudy.image_grids import save_reconstructions, save_samples
 from vaestudy.plots import plot_trajectories
 from vaestudy.study.search import DIVERGED, SATURATED, member_key, member_prefix
-from vaestudy.study.spec import Study
+from vaestudy.study.spec import TRIAL_NUMBER, Study
 from vaestudy.study.trainables import TrialContext
 from vaestudy.tracking import (
     TAG_FAILURE,
@@ -55,6 +55,7 @@ from vaestudy.tracking import (
     TAG_STUDY,
     TAG_VARIANT,
     TAG_YARDSTICK,
+    TRIAL_CONFIG,
     TrialRun,
     log_params,
 )
@@ -84,16 +85,21 @@ def _open_run(
     logged."""
     cfg = ctx.study.trial_config(params)
     client = MlflowClient(ctx.tracking_uri)
+    variant = ctx.study.variant(params)
+    if TRIAL_NUMBER in params:  # Optuna's trial number: `geco #3`
+        trial_name = f"{variant} #{params[TRIAL_NUMBER]}"
     tags = {
         TAG_STUDY: ctx.study.name,
         TAG_OBJECTIVE: cfg.objective.name,
-        TAG_VARIANT: ctx.study.variant(params),
+        TAG_VARIANT: variant,
         TAG_MODEL: cfg.model.name,
         TAG_PROCESS: f"{socket.gethostname()}:{os.getpid()}",
     }
     run = TrialRun.open(client, ctx.experiment_id, ctx.parent_run_id, trial_id, trial_name, tags)
     if run.closed is None:
-        log_params(client, run.run_id, flatten(cfg.model_dump(mode="json")))
+        config = cfg.model_dump(mode="json")
+        log_params(client, run.run_id, flatten(config))
+        client.log_dict(run.run_id, config, TRIAL_CONFIG)  # what `vaestudy best` writes out
     return run, cfg
 
 

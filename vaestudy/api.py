@@ -1,0 +1,204 @@
+"""The notebook API: studies, their runs and their answers as pandas, read from the store.
+
+```python
+from vaestudy import api
+
+api.studies()                          # every study run: status, trials, finished, feasible
+r = api.report("geco")                 # the newest run; r.trials and r.summary are DataFrames
+r = api.report("geco", run="geco-2")   # a run by name, id or id prefix
+api.compare(["geco@geco", "geco@geco-2"]).summary   # two runs (or two studies) side by side
+api.optuna_study("geco")               # the optuna.Study its search used
+api.best("geco").config                # the best feasible trial's config (`vaestudy train`)
+```
+
+Every function takes `tracking_uri` (default: `$MLFLOW_TRACKING_URI`, else the project's local
+store `mlflow/mlflow.db`, opened directly: no server needed, artifacts included). The CLI's
+`studies`, `report`, `compare` and `best` commands are these functions. Words as everywhere
+(`vaestudy.feasibility`): a trial *satisfies its own constraints*, *satisfies the yardstick*,
+or both: *feasible*; "best" is the best feasible trial by the study's first metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from vaestudy.errors import UserError
+from vaestudy.report import Report, build_report, compare_reports
+from vaestudy.search_plots import load_search
+from vaestudy.stores import check_server, store_uri, tracking_session
+from vaestudy.tracking import (
+    PARENT,
+    TAG_FEASIBLE,
+    TAG_INTERRUPTED,
+    TAG_KIND,
+    TAG_OPTUNA,
+    TRIAL_CONFIG,
+    search_all,
+)
+
+
+def open_store(tracking_uri: str | None = None) -> MlflowClient:
+    """A client on the tracking store itself (see the module doc); a missing local store or an
+    unreachable server is a clear `UserError`."""
+    backend = store_uri(tracking_uri)
+    if backend.startswith("sqlite:///"):
+        path = Path(backend.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise UserError(
+                f"no tracking store at {path}: run a study first (vaestudy run STUDY.yaml) or "
+                "pass --tracking-uri"
+            )
+    elif backend.startswith(("http://", "https://")):
+        check_server(backend)
+    return MlflowClient(backend)
+
+
+@contextlib.contextmanager
+def artifact_writer(client: MlflowClient, run_id: str) -> Iterator[MlflowClient]:
+    """A client that can write `run_id`'s artifacts: `client` itself, unless the run keeps them
+    behind a server's proxy (`mlflow-artifacts:/`, the default store's layout before vaestudy
+    kept them at file:// locations) and `client` is not on a server: then one is started."""
+    uri = client.tracking_uri
+    proxied = client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+    if not proxied or uri.startswith(("http://", "https://")):
+        yield client
+        return
+    with tracking_session(uri) as served:
+        yield MlflowClient(served)
+
+
+def studies(tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per study run, newest first within each study: `study`, `run` (its name, also
+    its Optuna study's), `run_id`, `started` (UTC), `status`, `trials` (interrupted attempts
+    that were run again not counted), `finished`, `feasible`, `optuna_study`."""
+    client = open_store(tracking_uri)
+    rows = []
+    for exp in client.search_experiments():
+        runs = search_all(client, exp.experiment_id, "tags.`vaestudy.study` != ''")
+        trials: dict[str, list[Any]] = {}
+        for run in runs:
+            if PARENT in run.data.tags and TAG_INTERRUPTED not in run.data.tags:
+                trials.setdefault(run.data.tags[PARENT], []).append(run)
+        for run in runs:
+            tags = run.data.tags
+            if tags.get(TAG_KIND) != "study":
+                continue
+            kids = trials.get(run.info.run_id, [])
+            rows.append({
+                "study": tags["vaestudy.study"],
+                "run": run.info.run_name,
+                "run_id": run.info.run_id,
+                "started": datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime(
+                    "%Y-%m-%d %H:%M"
+                ),
+                "status": run.info.status,
+                "trials": len(kids),
+                "finished": sum(k.info.status == "FINISHED" for k in kids),
+                "feasible": sum(k.data.tags.get(TAG_FEASIBLE) == "true" for k in kids),
+                "optuna_study": tags.get(TAG_OPTUNA, ""),
+            })  # fmt: skip
+    columns = ["study", "run", "run_id", "started", "status", "trials", "finished", "feasible",
+               "optuna_study"]  # fmt: skip
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values(["study", "started"], ascending=[True, False], ignore_index=True)
+
+
+def report(study: str, run: str | None = None, tracking_uri: str | None = None) -> Report:
+    """The report of `study` (its newest run, or `run`: a name, id or id prefix): `trials` and
+    `summary` DataFrames, the yardstick, `best_feasible()`."""
+    return build_report(open_store(tracking_uri), study, run)
+
+
+def selection(text: str) -> tuple[str, str | None]:
+    """`STUDY` (its newest run) or `STUDY@RUN` -> (study, run or None)."""
+    study, _, run = text.partition("@")
+    return study, run or None
+
+
+def compare(selections: Sequence[str], tracking_uri: str | None = None) -> Report:
+    """Several runs (`STUDY` or `STUDY@RUN` each) in one report: every trial, its variant
+    prefixed by its run's name (`geco-2: geco`), each judged by its own run's yardstick."""
+    client = open_store(tracking_uri)
+    return compare_reports([build_report(client, *selection(s)) for s in selections])
+
+
+def optuna_study(
+    study: str, run: str | None = None, tracking_uri: str | None = None
+) -> optuna.Study:
+    """The `optuna.Study` the search of `study`'s run used (constraints, values, parameters)."""
+    found = report(study, run, tracking_uri)
+    ot, why = load_search(found.run_name, found.optuna_storage)
+    if ot is None:
+        raise UserError(why)
+    return ot
+
+
+@dataclass
+class BestTrial:
+    study: str
+    run_name: str  # the study run's
+    trial: str  # the trial's run name, e.g. `geco #7`
+    run_id: str  # the trial's MLflow run
+    variant: str
+    state: str  # feasible | yardstick only | own only | neither
+    metric: str
+    value: float
+    config: dict[str, Any]  # the whole trial config: what `vaestudy train` runs
+
+    def yaml(self) -> str:
+        """The config as a YAML file `vaestudy train` runs, with where it came from."""
+        head = (
+            f"# trial {self.trial} of study {self.study}, run {self.run_name} (state: "
+            f"{self.state}; {self.metric} {self.value:.6g})\n"
+            f"# MLflow run {self.run_id}; vaestudy train FILE\n"
+        )
+        return head + yaml.safe_dump(self.config, sort_keys=False)
+
+
+def best(
+    study: str,
+    run: str | None = None,
+    tracking_uri: str | None = None,
+    feasible: bool = True,
+) -> BestTrial | None:
+    """The best feasible trial of `study`'s run by the study's first metric, with its config;
+    None when no trial is feasible. `feasible=False`: the best finished trial, feasible or not."""
+    client = open_store(tracking_uri)
+    found = build_report(client, study, run)
+    row = found.best_feasible() if feasible else found.best_finished()
+    if row is None:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(row["run_id"], TRIAL_CONFIG, folder)
+        except (MlflowException, OSError) as exc:
+            raise UserError(
+                f"trial {row['trial']} (run {row['run_id']}) has no {TRIAL_CONFIG} artifact "
+                f"({exc}); trials record it since vaestudy logs each trial's config"
+            ) from None
+        config = yaml.safe_load(Path(path).read_text())
+    value = float(row[found.metric])
+    return BestTrial(
+        study=found.study,
+        run_name=found.run_name,
+        trial=row["trial"],
+        run_id=row["run_id"],
+        variant=row["variant"],
+        state=row["state"],
+        metric=found.metric,
+        value=value if math.isfinite(value) else math.nan,
+        config=config,
+    )
