@@ -14,17 +14,22 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
 from tests.test_study import TINY, children, write_study
 from vaestudy.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK
-from vaestudy.errors import ConfigError
+from vaestudy.errors import ConfigError, UserError
 from vaestudy.preflight import data_configs, study_problems
-from vaestudy.stores import free_port
+from vaestudy.stores import free_port, redacted, tune_storage_uri
+from vaestudy.study.cluster import reach_problems
 from vaestudy.study.resume import TAG_OVERRIDES, merged_overrides
+from vaestudy.study.runner import Ledger, resumed_ledger
+from vaestudy.study.search import counts
 from vaestudy.study.spec import load_study
+from vaestudy.tracking import latest_study_run
 
 CLI = [sys.executable, "-m", "vaestudy.cli"]
 
@@ -108,6 +113,62 @@ def test_preflight_checks_every_data_config_and_the_stores(tmp_path, shared_data
     assert "not an IDX file" in study_problems(study)[0]
 
 
+def test_preflight_checks_storage_uris_and_the_optuna_database(tmp_path, shared_data, monkeypatch):
+    """Tune storage as a URI is opened as Tune would (no local `s3:` folder); the Optuna
+    database must answer, and its password is never printed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{free_port()}")
+    for key, value in (("AWS_ACCESS_KEY_ID", "x"), ("AWS_SECRET_ACCESS_KEY", "y")):
+        monkeypatch.setenv(key, value)
+    study = load_study(write_study(tmp_path, shared_data))
+    database = f"postgresql://vaestudy:s3cret@127.0.0.1:{free_port()}/optuna"
+    problems = study_problems(
+        study, storage_path="s3://bucket/ray_results", optuna_storage=database
+    )
+    assert len(problems) == 2, problems
+    assert (
+        problems[0].startswith("Optuna storage postgresql://127.0.0.1:")
+        and "unreachable" in problems[0]
+    )
+    assert "Ray Tune storage s3://bucket/ray_results cannot be opened" in problems[1]
+    assert "s3cret" not in " ".join(problems) and not list(tmp_path.glob("s3*"))
+    assert redacted(database) == database.replace("s3cret", "***")
+    assert tune_storage_uri("s3://bucket/ray_results/") == "s3://bucket/ray_results"
+    monkeypatch.setenv("VAESTUDY_STORAGE_PATH", "gs://other/path")
+    assert tune_storage_uri(None) == "gs://other/path"
+
+
+def test_resume_needs_the_optuna_password_that_was_not_recorded(monkeypatch):
+    monkeypatch.delenv("VAESTUDY_OPTUNA_STORAGE", raising=False)
+    tags = {"vaestudy.optuna_study": "geco-2",
+            "vaestudy.optuna_storage": "postgresql://vs:***@db:5432/optuna"}  # fmt: skip
+    with pytest.raises(UserError, match="pass that URL with its password as --optuna-storage"):
+        resumed_ledger(tags, None)
+    with pytest.raises(UserError, match="lives in postgresql://vs:\\*\\*\\*@db:5432/optuna"):
+        resumed_ledger(tags, "postgresql://vs:pw@elsewhere:5432/optuna")
+    assert resumed_ledger(tags, "postgresql://vs:pw@db:5432/optuna") == Ledger(
+        "geco-2", "postgresql://vs:pw@db:5432/optuna"
+    )
+    sqlite = {"vaestudy.optuna_study": "geco", "vaestudy.optuna_storage": "sqlite:////a/b.db"}
+    assert resumed_ledger(sqlite, None).storage == "sqlite:////a/b.db"  # recorded in full
+
+
+def test_every_node_checks_it_reaches_the_stores(ray_session, tmp_path):
+    """The check `vaestudy run` makes on each node of a cluster, as a real Ray task: an
+    unreachable tracking server and a storage folder the node does not see."""
+    import ray
+
+    probe = ray.remote(num_cpus=0)(reach_problems)
+    tracking = f"http://127.0.0.1:{free_port()}"
+    unseen = str(tmp_path / "not-written-by-the-driver")
+    problems = ray.get(probe.remote(tracking, str(tmp_path), unseen))
+    assert len(problems) == 2
+    assert tracking in problems[0] and "--tracking-uri http://HOST:PORT" in problems[0]
+    assert "does not see" in problems[1] and "s3://" in problems[1]
+    (tmp_path / "marker").write_text("")
+    assert ray.get(probe.remote(tracking, str(tmp_path), str(tmp_path / "marker")))[1:] == []
+
+
 def test_resume_overrides_must_agree_with_the_start():
     stored = ["data.root=/d", "study.num_trials=3"]
     assert merged_overrides(stored, ["study.num_trials=3"], "s.yaml") == stored
@@ -158,6 +219,21 @@ def test_an_erroring_trial_exits_1_and_a_diverged_one_exits_0(tmp_path, shared_d
     proc = cli([*base, "--set", "train.device=cuda:7"], tmp_path)
     assert proc.returncode == EXIT_INFRA, proc.stdout + proc.stderr
     assert "1 errored" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    assert "--resume runs 1 more" in proc.stderr.replace("\n", " ")
+    client = MlflowClient(server)
+    parent = client.get_run(_newest_parent(client, "exits"))
+    (errored,) = children(client, parent.info.run_id)
+    tags = errored.data.tags  # the error and where it happened, on the trial's run
+    assert tags["vaestudy.failure_reason"].startswith(f"error on {tags['vaestudy.node']}: ")
+    assert "RuntimeError: Found no NVIDIA driver" in tags["vaestudy.failure_reason"]
+    assert tags["vaestudy.attempt.1"].startswith(tags["vaestudy.node"])
+    storage = f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}"
+    ledger = optuna.load_study(study_name=parent.info.run_name, storage=storage)
+    assert [t.state.name for t in ledger.trials] == ["FAIL"]
+    assert not counts(ledger.trials[0])  # it did not use up the study's one trial...
+    again = cli([*base[:2], "--tracking-uri", server, "--resume"], tmp_path)
+    assert again.returncode == EXIT_INFRA, again.stdout + again.stderr
+    assert len(children(client, parent.info.run_id)) == 2  # ...so --resume ran it again
     # GECO with a huge multiplier rate: λ runs away (as in test_a_diverging_trial_fails_alone).
     diverging = sets(
         [
@@ -169,6 +245,11 @@ def test_an_erroring_trial_exits_1_and_a_diverged_one_exits_0(tmp_path, shared_d
     proc = cli([*base, *diverging], tmp_path)
     assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
     assert "1 diverged, 0 errored" in proc.stdout
+
+
+def _newest_parent(client: MlflowClient, study: str) -> str:
+    experiment = client.get_experiment_by_name(study).experiment_id
+    return latest_study_run(client, experiment, study).info.run_id
 
 
 def _listening(port: int) -> bool:

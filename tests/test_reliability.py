@@ -20,12 +20,8 @@ from optuna.trial import TrialState
 
 from tests.test_study import TINY, children, steps, write_study
 from vaestudy.feasibility import WORST
-from vaestudy.stores import free_port, optuna_storage_url, serve
-from vaestudy.study.runner import (
-    _remaining_trials,
-    run_study,
-    settle_orphaned_trials,
-)
+from vaestudy.stores import free_port, made_ready, optuna_storage_url, serve
+from vaestudy.study.runner import Ledger, run_study, settle_orphaned_trials
 from vaestudy.study.search import TUNE_ID
 from vaestudy.study.spec import load_study
 from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED
@@ -230,7 +226,8 @@ def test_resume_settles_trials_a_killed_driver_left_running(
     client = MlflowClient(server)
     experiment = client.create_experiment(f"orphans-{time.time_ns()}")
     parent = client.create_run(experiment).info.run_id
-    ot = optuna.create_study(study_name="orphans", storage=optuna_storage_url())
+    ledger = Ledger("orphans", made_ready(optuna_storage_url()))
+    ot = optuna.create_study(study_name=ledger.name, storage=ledger.storage)
     outcomes = {"t-done": "FINISHED", "t-diverged": "FAILED", "t-running": None}
     for tune_id, status in outcomes.items():
         trial = ot.ask()
@@ -241,9 +238,9 @@ def test_resume_settles_trials_a_killed_driver_left_running(
             run.set_tags({"vaestudy.failure_reason": "nan", "vaestudy.failure_step": "3"})
         if status:
             run.finish(status)
-    assert _remaining_trials(study, "orphans") == 4
+    assert ledger.remaining(study) == 4
 
-    settle_orphaned_trials(study, "orphans", client, experiment, parent)
+    settle_orphaned_trials(study, ledger, client, experiment, parent)
     states = [t.state for t in ot.get_trials()]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
     assert ot.trials[0].value == 12.5  # study metric test/kl, read back from MLflow
@@ -251,10 +248,10 @@ def test_resume_settles_trials_a_killed_driver_left_running(
     # and the diverged trial is the worst value, infeasible
     assert ot.trials[0].constraints["yardstick:test/recon<=110"] == WORST
     assert ot.trials[1].value == math.inf and ot.trials[1].constraints == {"diverged": WORST}
-    assert _remaining_trials(study, "orphans") == 2
+    assert ledger.remaining(study) == 2
 
-    settle_orphaned_trials(study, "orphans", client, experiment, parent, interrupted=True)
+    settle_orphaned_trials(study, ledger, client, experiment, parent, interrupted=True)
     assert ot.trials[2].state == TrialState.FAIL
-    assert _remaining_trials(study, "orphans") == 2  # the interrupted one does not count
+    assert ledger.remaining(study) == 2  # the interrupted one does not count
     cut = find_trial_run(client, experiment, parent, "t-running")
     assert cut.info.status == "KILLED" and TAG_INTERRUPTED in cut.data.tags

@@ -58,7 +58,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, args.set)
     spec = study.spec
-    check_study(study, tracking_uri=args.tracking_uri, storage_path=args.storage_path)
+    check_study(
+        study,
+        tracking_uri=args.tracking_uri,
+        storage_path=args.storage_path,
+        optuna_storage=args.optuna_storage,
+    )
     packs = f" in packs of {spec.pack}" if spec.pack > 1 else ""
     yardstick = ", ".join(rule.label for rule in spec.constraints) or "none"
     print(
@@ -89,6 +94,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         storage_path=args.storage_path,
         address=args.address,
+        optuna_storage=args.optuna_storage,
     )
     from vaestudy.stores import store_uri, tracking_session, tune_storage, ui_url
     from vaestudy.study.console import StudyProgress, mark, quiet_libraries
@@ -120,6 +126,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             address=args.address,
             resume=args.resume,
             storage_path=args.storage_path,
+            optuna_storage=args.optuna_storage,
             progress=progress,
         )
     mark("report")
@@ -148,9 +155,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"continue it with: {resume_command(study)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if outcome.errored or not (outcome.finished or diverged):
+        again = (
+            f"{resume_command(study)} runs {outcome.to_run} more"
+            if outcome.to_run
+            else "new trials already took their places"
+        )
         print(
-            f"{outcome.errored} trials ended in an error (not a result: see each run's "
-            "vaestudy.failure_reason tag in MLflow); they count as failures",
+            f"{outcome.errored} trials ended in an error (not a result: each run's "
+            "vaestudy.failure_reason tag in MLflow says why and on which node); they do not use "
+            f"up the study's trials: {again}",
             file=sys.stderr,
         )
         return EXIT_INFRA
@@ -309,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--set", action="append", metavar="KEY=VALUE")
     validate.add_argument("--tracking-uri", help="check this store (default as for run)")
     validate.add_argument("--storage-path", help="check this Tune storage (default as for run)")
+    validate.add_argument("--optuna-storage", help="check this Optuna storage (as for run)")
     validate.set_defaults(func=_cmd_validate)
 
     run = sub.add_parser("run", help="run a study: Ray Tune trials, Optuna search, MLflow runs")
@@ -319,7 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or ./mlflow)"
     )
-    run.add_argument("--storage-path", help="Ray Tune results/checkpoints (default ./ray_results)")
+    run.add_argument(
+        "--storage-path",
+        help="Ray Tune results and checkpoints: a folder or a URI such as s3://BUCKET/PATH "
+        "(default: $VAESTUDY_STORAGE_PATH or ./ray_results; on a cluster, storage every node "
+        "reaches)",
+    )
+    run.add_argument(
+        "--optuna-storage",
+        help="the Optuna storage, any Optuna RDB URL such as postgresql://USER:PASSWORD@HOST/DB "
+        "(default: $VAESTUDY_OPTUNA_STORAGE or sqlite:///mlflow/optuna.db)",
+    )
     run.add_argument(
         "--resume",
         action="store_true",

@@ -2,15 +2,17 @@
 
 - **Data**: the raw files of every data configuration the search can produce (the template's,
   and every combination of the values searched under `data`) are present and readable.
-- **Stores**: the tracking store answers (or, for a local SQLite file, can be written) and Ray
-  Tune's storage path can be written.
+- **Stores**: the tracking store answers (or, for a local SQLite file, can be written), the
+  Optuna storage's database answers (or can be written), and Ray Tune's storage path can be
+  written (a URI such as `s3://...`: can be opened). On a cluster, each node's own reach is
+  checked once Ray is connected (`vaestudy.study.cluster.check_nodes_reach`).
 - **Cluster and resources**: one trial's request (`study.resources`) fits on one node: this
   machine's CPUs for a local run; with `--address`, the head node answers on its port, and the
   request is checked against the cluster's nodes once Ray is connected.
 
 Every problem is reported together in one `PreflightError` (the CLI exits with status 2).
 `vaestudy validate` runs the same checks. Standard library and the configs only: no torch,
-Ray or MLflow.
+Ray or MLflow (pyarrow, to open a storage URI such as `s3://...`, only when one is given).
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from vaestudy.config import DataConfig
 from vaestudy.dataset_files import data_problem
 from vaestudy.errors import UserError
-from vaestudy.stores import tracking_problem, tune_storage, unreachable, writable_path_problem
+from vaestudy.stores import (
+    database_problem,
+    optuna_storage_url,
+    remote_storage_problem,
+    tracking_problem,
+    tune_storage_uri,
+    unreachable,
+    writable_path_problem,
+)
 from vaestudy.study.spec import Resources, Study
 
 
@@ -83,13 +94,17 @@ def study_problems(
     tracking_uri: str | None = None,
     storage_path: str | None = None,
     address: str | None = None,
+    optuna_storage: str | None = None,
 ) -> list[str]:
     """Every reason `study` cannot start here (see the module doc); empty when it can."""
     problems = [p for cfg in data_configs(study) if (p := data_problem(cfg)) is not None]
     problems.append(tracking_problem(tracking_uri))
-    if "://" not in (storage_path or ""):
-        where = tune_storage(storage_path)
-        problems.append(writable_path_problem(where, "Ray Tune storage (--storage-path)"))
+    problems.append(database_problem(optuna_storage_url(optuna_storage), "Optuna storage"))
+    storage = tune_storage_uri(storage_path)
+    if "://" in storage:
+        problems.append(remote_storage_problem(storage))
+    else:
+        problems.append(writable_path_problem(Path(storage), "Ray Tune storage (--storage-path)"))
     if address or os.environ.get("RAY_ADDRESS"):
         problems.append(cluster_problem(address))
     else:

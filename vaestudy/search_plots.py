@@ -14,6 +14,7 @@ Diverged trials (told ±inf) are left out of the figures by Optuna itself.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
-from vaestudy.stores import default_store  # noqa: E402
+from vaestudy.stores import OPTUNA_STORAGE_ENV, default_store, redacted  # noqa: E402
 
 
 def load_search(name: str, storage: str) -> tuple[optuna.Study | None, str]:
@@ -36,8 +37,11 @@ def load_search(name: str, storage: str) -> tuple[optuna.Study | None, str]:
         return None, "Optuna figures: the study run does not record its Optuna study"
     # Runs from before the storage was recorded used the local default.
     storage = storage or f"sqlite:///{(default_store() / 'optuna.db').resolve()}"
-    if "***" in storage:
-        return None, f"Optuna figures: {storage} needs its password (not recorded)"
+    if storage != redacted(storage) or "***" in storage:  # recorded without its password
+        given = os.environ.get(OPTUNA_STORAGE_ENV, "")
+        if redacted(given) != storage:
+            return None, f"Optuna figures: set {OPTUNA_STORAGE_ENV} to {storage} with its password"
+        storage = given
     path = Path(storage.removeprefix("sqlite:///"))
     if storage.startswith("sqlite:///") and not path.is_file():  # never create an empty one
         return None, f"Optuna figures: {path} is not on this machine"

@@ -48,11 +48,23 @@ def store_uri(uri: str | None) -> str:
     return f"sqlite:///{(default_store() / 'mlflow.db').resolve()}"
 
 
-def optuna_storage_url() -> str:
-    """The local Optuna storage beside the local MLflow store (the folder is made on demand)."""
-    path = default_store() / "optuna.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path.resolve()}"
+OPTUNA_STORAGE_ENV = "VAESTUDY_OPTUNA_STORAGE"  # default of --optuna-storage
+STORAGE_PATH_ENV = "VAESTUDY_STORAGE_PATH"  # default of --storage-path
+
+
+def optuna_storage_url(url: str | None = None) -> str:
+    """The Optuna storage: `url` (`--optuna-storage`: any Optuna RDB URL, e.g.
+    `postgresql://user:password@host/db`), else $VAESTUDY_OPTUNA_STORAGE, else the local file
+    beside the local MLflow store, `mlflow/optuna.db`."""
+    url = url or os.environ.get(OPTUNA_STORAGE_ENV)
+    return url or f"sqlite:///{(default_store() / 'optuna.db').resolve()}"
+
+
+def made_ready(url: str) -> str:
+    """`url`, with the folder of a SQLite file made (Optuna opens, not creates, folders)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
 
 
 def redacted(url: str) -> str:
@@ -67,12 +79,39 @@ def redacted(url: str) -> str:
 TUNE_STORAGE = "ray_results"  # Ray Tune's storage without --storage-path
 
 
+def tune_storage_uri(storage_path: str | None) -> str:
+    """Ray Tune's storage as Tune takes it: `--storage-path`, else $VAESTUDY_STORAGE_PATH,
+    else `./ray_results`; a URI (`s3://bucket/path`, `gs://...`: anything pyarrow opens; an S3
+    endpoint of one's own through AWS_ENDPOINT_URL_S3) is kept as given, a local path made
+    absolute. On a cluster of several nodes it must be storage every node reaches."""
+    value = storage_path or os.environ.get(STORAGE_PATH_ENV) or TUNE_STORAGE
+    return value.rstrip("/") if "://" in value else str(Path(value).resolve())
+
+
+def remote_storage_problem(uri: str) -> str | None:
+    """Why Ray Tune's storage `uri` (`s3://`, `gs://`, ...) cannot be opened from here, or
+    None. pyarrow (Ray's) opens it as Tune will: credentials and endpoint from the environment
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3 for an S3 of one's own)."""
+    import pyarrow.fs
+
+    try:
+        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+        fs.get_file_info(path)
+    except (OSError, ValueError) as exc:
+        return f"Ray Tune storage {uri} cannot be opened ({str(exc).splitlines()[0]})"
+    return None
+
+
+def uri_child(parent: str, name: str) -> str:
+    """`parent`/`name` for a local path or a URI (`s3://bucket/a` -> `s3://bucket/a/name`)."""
+    return f"{parent.rstrip('/')}/{name}"
+
+
 def tune_storage(storage_path: str | None) -> Path:
-    """The local folder of Ray Tune's storage (`--storage-path`, default `./ray_results`),
-    where the study's log file also goes; for a remote URI, `./ray_results`."""
-    if storage_path and "://" not in storage_path:
-        return Path(storage_path).resolve()
-    return Path(TUNE_STORAGE).resolve()
+    """The local folder for the study's log file: Tune's storage when it is local (see
+    `tune_storage_uri`), else `./ray_results`."""
+    uri = tune_storage_uri(storage_path)
+    return Path(TUNE_STORAGE).resolve() if "://" in uri else Path(uri)
 
 
 def ui_url(server: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
@@ -138,18 +177,26 @@ def tracking_problem(uri: str | None, timeout: float = 5.0) -> str | None:
         except TrackingError as exc:
             return str(exc)
         return None
+    return database_problem(backend, "tracking store", timeout)
+
+
+def database_problem(url: str, what: str, timeout: float = 5.0) -> str | None:
+    """Why the database `url` (`sqlite:///PATH`, `postgresql://host:port/db`, `mysql://...`)
+    cannot be used, or None: a SQLite file must be writable or creatable, a server must accept
+    a TCP connection."""
+    scheme = urllib.parse.urlsplit(url).scheme
     if scheme == "sqlite":
-        return writable_path_problem(Path(backend.removeprefix("sqlite:///")), "tracking store")
+        return writable_path_problem(Path(url.removeprefix("sqlite:///")), what)
     base = scheme.split("+")[0]
     if base in _DEFAULT_PORTS:
-        parts = urllib.parse.urlsplit(backend)
+        parts = urllib.parse.urlsplit(url)
         host, port = parts.hostname or "localhost", parts.port or _DEFAULT_PORTS[base]
         if (exc := unreachable(host, port, timeout)) is not None:
-            return f"tracking store {base}://{host}:{port} is unreachable ({exc})"
+            return f"{what} {base}://{host}:{port} is unreachable ({exc})"
         return None
     return (
-        f"tracking URI {backend!r}: expected http(s)://, sqlite:/// or a database URL "
-        "(postgresql://, mysql://)"
+        f"{what} {redacted(url)!r}: expected sqlite:/// or a database URL (postgresql://, "
+        "mysql://)" + (" or http(s)://" if what == "tracking store" else "")
     )
 
 

@@ -241,7 +241,8 @@ def close_orphans(
     client: MlflowClient, experiment: str, parent_run_id: str, ended_cleanly: set[str]
 ) -> int:
     """Close child runs left RUNNING after the study: KILLED with `vaestudy.stopped_early` when
-    Tune ended the trial without error (a scheduler stopped it), else FAILED (the process died)."""
+    Tune ended the trial without error (a scheduler stopped it), else FAILED (its attempts
+    errored: the reason the last one recorded, or that its process died, and where)."""
     running = search_all(
         client, experiment, f"tags.`{PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
     )
@@ -250,7 +251,11 @@ def close_orphans(
             client.set_tag(run.info.run_id, TAG_STOPPED, "scheduler")
             status = RunStatus.KILLED
         else:
-            client.set_tag(run.info.run_id, TAG_FAILURE, "trial process ended without closing")
+            if TAG_FAILURE not in run.data.tags:  # the attempt's own error, if it recorded one
+                node = run.data.tags.get("vaestudy.node", "an unknown node")
+                reason = (f"the trial's process on {node} ended without closing its run (killed, "
+                          "out of memory, or the node died)")  # fmt: skip
+                client.set_tag(run.info.run_id, TAG_FAILURE, reason)
             status = RunStatus.FAILED
         client.set_terminated(run.info.run_id, status=RunStatus.to_string(status))
     return len(running)

@@ -1,4 +1,5 @@
-"""Ray for a study: start or join the cluster, and check that a trial fits on its nodes.
+"""Ray for a study: start or join the cluster, check that a trial fits on its nodes and that
+every node reaches the study's stores.
 
 Imports Ray alone (about a second), so `vaestudy run` starts Ray while the tracking server
 starts and before it imports the rest (`vaestudy.study.runner`).
@@ -7,11 +8,14 @@ starts and before it imports the rest (`vaestudy.study.runner`).
 from __future__ import annotations
 
 import os
+import uuid
+from pathlib import Path
 
 import ray
 
 from vaestudy.errors import ClusterError
 from vaestudy.preflight import PreflightError, resource_problem
+from vaestudy.stores import remote_storage_problem, tracking_problem
 from vaestudy.study.spec import Study
 
 
@@ -47,3 +51,64 @@ def check_cluster(study: Study, address: str | None) -> None:
     problem = resource_problem(study.spec.resources, nodes)
     if problem is not None:
         raise PreflightError(study.source, [problem])
+
+
+def check_nodes_reach(tracking_uri: str, storage: str, timeout: float = 60.0) -> None:
+    """On a cluster of several nodes, every node that can run trials must reach the tracking
+    server and Ray Tune's storage. Checked for real, by a task pinned to each such node: a
+    loopback server (the local store's) or a folder on the driver's disk passes on one machine
+    and fails on a cluster, where trials would otherwise die at their first log or checkpoint.
+    Raises `ClusterError` naming each node and the fix."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if len(alive) < 2:
+        return
+    marker = None
+    if "://" not in storage:  # can the nodes see what the driver writes there?
+        Path(storage).mkdir(parents=True, exist_ok=True)
+        marker = Path(storage) / f".vaestudy-visible-{uuid.uuid4().hex}"
+        marker.write_text("")
+    probe = ray.remote(num_cpus=0)(reach_problems)
+    try:
+        refs = {
+            f"{node['NodeManagerAddress']} ({node['NodeID'][:12]})": probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            ).remote(tracking_uri, storage, str(marker) if marker else None)
+            for node in alive
+            if node["Resources"].get("CPU", 0) > 0
+        }
+        problems = []
+        for where, ref in refs.items():
+            try:
+                problems += [f"node {where}: {p}" for p in ray.get(ref, timeout=timeout)]
+            except Exception as exc:  # noqa: BLE001 - any failure means "cannot check there"
+                problems.append(f"node {where}: the check did not run ({type(exc).__name__})")
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+    if problems:
+        raise ClusterError(
+            "trials on this cluster's nodes could not use the study's stores (nothing was "
+            "run):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def reach_problems(tracking_uri: str, storage: str, marker: str | None) -> list[str]:
+    """On a node: why it cannot reach the tracking server or see Tune's storage (`marker`: a
+    file the driver wrote in a local storage folder)."""
+    problems = []
+    if (why := tracking_problem(tracking_uri)) is not None:
+        problems.append(
+            f"{why}. Run one tracking server every node reaches and pass --tracking-uri "
+            "http://HOST:PORT (mlflow/README.md, 'A shared server for a Ray cluster')"
+        )
+    if marker is not None and not Path(marker).exists():
+        problems.append(
+            f"Ray Tune storage {storage} is a folder on the driver's machine that this node "
+            "does not see: pass --storage-path s3://BUCKET/PATH (or gs://...), or a folder "
+            "every node mounts"
+        )
+    elif marker is None and (why := remote_storage_problem(storage)) is not None:
+        problems.append(why)
+    return problems

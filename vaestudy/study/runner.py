@@ -2,21 +2,28 @@
 
 Data flow: study file -> `Study` (validated) -> tracking session (a loopback MLflow server over
 the local store, or the given server) -> parent run -> Ray Tune `Tuner` with `StudySearch`
-(Optuna, persisted in `mlflow/optuna.db`) -> `run_trial` (or, with `study.pack`, `run_pack`)
-in each worker -> the study's answer (`vaestudy.report`: per-variant feasible counts, the best
-feasible trial) logged on the parent run -> parent run finished.
+(Optuna, persisted in its storage: `mlflow/optuna.db`, or `--optuna-storage`) -> `run_trial`
+(or, with `study.pack`, `run_pack`) in each worker -> the study's answer (`vaestudy.report`:
+per-variant feasible counts, the best feasible trial) logged on the parent run -> parent run
+finished.
 
-Resume: the parent run carries the Tune experiment path and the Optuna study name as tags.
+Resume: the parent run carries the Tune experiment path (a local path or a URI such as
+`s3://bucket/ray_results/geco`), the Optuna study's name and its storage URL (without a
+password) as tags, so a study resumes from any machine and directory given the tracking URI.
 `resume=True` picks the study's newest parent run, restores the Tune experiment where Ray saved
 its state (`Tuner.restore`, finished trials are not re-run), or else starts only the trials the
-Optuna study still lacks.
+Optuna study still lacks. Trials whose attempts all errored (an infrastructure failure, not a
+result) do not use up the budget: `--resume` runs them again.
 """
 
 from __future__ import annotations
 
+import math
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import ray
@@ -29,8 +36,15 @@ from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import UserError
 from vaestudy.feasibility import split_names
 from vaestudy.report import Report, build_report, log_answer
-from vaestudy.stores import TUNE_STORAGE, optuna_storage_url, redacted, tracking_session
-from vaestudy.study.cluster import check_cluster, start_ray
+from vaestudy.stores import (
+    made_ready,
+    optuna_storage_url,
+    redacted,
+    tracking_session,
+    tune_storage_uri,
+    uri_child,
+)
+from vaestudy.study.cluster import check_cluster, check_nodes_reach, start_ray
 from vaestudy.study.console import StudyProgress, mark, tune_callback
 from vaestudy.study.description import study_note
 from vaestudy.study.resume import remembered
@@ -70,6 +84,35 @@ class StudyOutcome:
     errored: int  # ended in an infrastructure error (not a result): `vaestudy run` exits 1
     interrupted: bool
     report: Report | None  # the study's answer, read back from MLflow (None: no trials)
+    to_run: int = 0  # trials the budget still lacks (errored ones do not count)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """The Optuna study that is a study run's ledger of trials (see `vaestudy.study.search`):
+    its name and its storage URL (with any password)."""
+
+    name: str
+    storage: str
+
+    def load(self) -> optuna.Study | None:
+        try:
+            return optuna.load_study(study_name=self.name, storage=self.storage)
+        except KeyError:
+            return None
+
+    def remaining(self, study: Study) -> int:
+        """Trials the study still has to run: its budget less the trials that count."""
+        existing = self.load()
+        if existing is None:
+            return study.spec.num_trials
+        done = [t for t in existing.trials if t.state.is_finished() and counts(t)]
+        return max(0, study.spec.num_trials - len(done))
+
+    def uncounted_failures(self) -> int:
+        """Optuna trials closed as FAILED without counting (errored, or cut by a killed driver)."""
+        existing = self.load()
+        return 0 if existing is None else sum(not counts(t) for t in existing.trials)
 
 
 def _absolute_data_root(study: Study) -> None:
@@ -86,13 +129,16 @@ def run_study(
     address: str | None = None,
     resume: bool = False,
     storage_path: str | None = None,
+    optuna_storage: str | None = None,
     progress: StudyProgress | None = None,
 ) -> StudyOutcome:
     """Run `study` (see the module doc). Call `vaestudy.preflight.check_study` first: this
-    assumes the data, stores and local resources were checked. `progress`: the console's
-    display of the trials (`vaestudy.study.console`), if any."""
+    assumes the data, stores and local resources were checked. `storage_path`: Ray Tune's
+    storage (`vaestudy.stores.tune_storage_uri`); `optuna_storage`: an Optuna RDB URL
+    (`vaestudy.stores.optuna_storage_url`); `progress`: the console's display of the trials
+    (`vaestudy.study.console`), if any."""
     _absolute_data_root(study)
-    storage = Path(storage_path or TUNE_STORAGE).resolve()
+    storage = tune_storage_uri(storage_path)
     # Ray starts while the local tracking server starts: both take seconds.
     with tracking_session(tracking_uri, while_starting=lambda: start_ray(address)) as uri:
         check_cluster(study, address)
@@ -101,31 +147,35 @@ def run_study(
         parent = latest_study_run(client, experiment, study.name) if resume else None
         if resume and parent is None:
             raise UserError(f"--resume: no earlier run of study {study.name!r} at {uri}")
+        if parent is not None:  # the run's own Tune storage, wherever this driver runs
+            storage = parent.data.tags[TAG_TUNE_PATH].rstrip("/").rsplit("/", 1)[0]
+        check_nodes_reach(uri, storage)
         if parent is None:
-            optuna_name = _free_run_name(study, client, experiment)
-            tune_path = storage / optuna_name
-            if tune_path.exists():  # left by a store that is gone: never mix two runs' state
-                tune_path = tune_path.with_name(f"{optuna_name}-{_now()}")
-            storage_url = redacted(optuna_storage_url())
+            ledger_url = made_ready(optuna_storage_url(optuna_storage))
+            ledger = Ledger(_free_run_name(study, client, experiment, ledger_url), ledger_url)
+            tune_path = uri_child(storage, ledger.name)
+            if "://" not in tune_path and Path(tune_path).exists():  # a store that is gone
+                tune_path = f"{tune_path}-{_now()}"  # never mix two runs' Tune state
             tags = {
                 TAG_KIND: "study",
                 TAG_STUDY: study.name,
-                TAG_OPTUNA: optuna_name,
-                TAG_OPTUNA_STORAGE: storage_url,
-                TAG_TUNE_PATH: str(tune_path),
-                TAG_NOTE: study_note(study, optuna_name, storage_url),
+                TAG_OPTUNA: ledger.name,
+                TAG_OPTUNA_STORAGE: redacted(ledger.storage),
+                TAG_TUNE_PATH: tune_path,
+                TAG_NOTE: study_note(study, ledger.name, redacted(ledger.storage)),
                 **remembered(study),
             }
-            run = client.create_run(experiment, run_name=optuna_name, tags=tags)
+            run = client.create_run(experiment, run_name=ledger.name, tags=tags)
             parent_id = run.info.run_id
             log_params(client, parent_id, flatten(study.spec.model_dump(mode="json"), "study"))
         else:
             parent_id = parent.info.run_id
-            optuna_name = parent.data.tags[TAG_OPTUNA]
-            tune_path = Path(parent.data.tags[TAG_TUNE_PATH])
+            ledger = resumed_ledger(parent.data.tags, optuna_storage)
+            tune_path = parent.data.tags[TAG_TUNE_PATH]
             client.update_run(parent_id, status="RUNNING")
+        optuna_name = ledger.name
         if progress is not None:
-            progress.started(optuna_name, parent_id, optuna_storage_url())
+            progress.started(optuna_name, parent_id, redacted(ledger.storage))
 
         ctx = TrialContext(study, uri, experiment, parent_id)
         gpu = study.spec.resources.gpu
@@ -137,26 +187,30 @@ def run_study(
             tune.with_parameters(train, ctx=ctx), {"cpu": study.spec.resources.cpu, "gpu": gpu}
         )
         grids: list[tune.ResultGrid] = []
+        uncounted = ledger.uncounted_failures()
         try:
             if resume:  # trials that ended after the killed driver's last word to Optuna
-                settle_orphaned_trials(study, optuna_name, client, experiment, parent_id)
-            if resume and tune.Tuner.can_restore(str(tune_path)):
+                settle_orphaned_trials(study, ledger, client, experiment, parent_id)
+            if resume and tune.Tuner.can_restore(tune_path):
                 # Finish the trials the interrupted experiment had started (from checkpoints).
-                tuner = tune.Tuner.restore(str(tune_path), trainable, resume_errored=True)
+                tuner = tune.Tuner.restore(tune_path, trainable, resume_errored=True)
                 grids.append(tuner.fit())
-                tune_path = tune_path.with_name(f"{tune_path.name}-resumed-{_now()}")
+                tune_path = f"{tune_path}-resumed-{_now()}"
             if resume:  # what neither MLflow nor the restore finished is run again
                 settle_orphaned_trials(
-                    study, optuna_name, client, experiment, parent_id, interrupted=True
+                    study, ledger, client, experiment, parent_id, interrupted=True
                 )
-            if _remaining_trials(study, optuna_name) > 0:
-                client.set_tag(parent_id, TAG_TUNE_PATH, str(tune_path))
-                tuner = _new_tuner(study, trainable, optuna_name, tune_path, progress)
+            uncounted = ledger.uncounted_failures()
+            if ledger.remaining(study) > 0:
+                client.set_tag(parent_id, TAG_TUNE_PATH, tune_path)
+                tuner = _new_tuner(study, trainable, ledger, tune_path, progress)
                 grids.append(tuner.fit())
         except KeyboardInterrupt:
             pass  # Tune saved its state; the checks below record what is left to do
         mark("trials")
-        interrupted = _remaining_trials(study, optuna_name) > 0
+        # Trials that errored in this session do not count; what else is left was never run.
+        errored_now = ledger.uncounted_failures() - uncounted
+        interrupted = ledger.remaining(study) > errored_now
         ended_cleanly = {r.metrics["trial_id"] for g in grids for r in g if _clean(r)}
         orphans = close_orphans(client, experiment, parent_id, ended_cleanly)
         finished, failed, errored = _count_children(client, experiment, parent_id)
@@ -169,15 +223,41 @@ def run_study(
         status = "KILLED" if interrupted else "FAILED" if errored else "FINISHED"
         client.set_terminated(parent_id, status=status)
         return StudyOutcome(
-            parent_id, optuna_name, experiment, uri, finished, failed, errored, interrupted, report
+            parent_id,
+            optuna_name,
+            experiment,
+            uri,
+            finished,
+            failed,
+            errored,
+            interrupted,
+            report,
+            to_run=ledger.remaining(study),
         )
 
 
-def _free_run_name(study: Study, client: MlflowClient, experiment: str) -> str:
+def resumed_ledger(tags: dict[str, str], optuna_storage: str | None) -> Ledger:
+    """The Optuna study a resumed parent run (`tags`) recorded. Its storage is the recorded URL,
+    unless that was recorded without its password: then `optuna_storage` (or
+    $VAESTUDY_OPTUNA_STORAGE) must give the same URL with it. Runs from before the storage was
+    recorded used the local default."""
+    recorded = tags.get(TAG_OPTUNA_STORAGE) or optuna_storage_url()
+    if urllib.parse.urlsplit(recorded).password != "***":  # recorded in full
+        return Ledger(tags[TAG_OPTUNA], recorded)
+    given = optuna_storage_url(optuna_storage)
+    if redacted(given) != recorded:
+        raise UserError(
+            f"--resume: the run's Optuna study {tags[TAG_OPTUNA]!r} lives in {recorded}; pass "
+            "that URL with its password as --optuna-storage (or $VAESTUDY_OPTUNA_STORAGE)"
+        )
+    return Ledger(tags[TAG_OPTUNA], given)
+
+
+def _free_run_name(study: Study, client: MlflowClient, experiment: str, storage: str) -> str:
     """A name for a new run of `study`, free in the Optuna storage and among the study's runs:
     the study's name for its first run, then `<name>-2`, `<name>-3`, ... It names the parent run
     and the Optuna study, so `optuna.load_study(study_name=...)` finds it by the study's name."""
-    taken = set(optuna.get_all_study_names(optuna_storage_url()))
+    taken = set(optuna.get_all_study_names(storage))
     taken |= {run.data.tags.get(TAG_OPTUNA) for run in study_runs(client, experiment, study.name)}
     name, n = study.name, 1
     while name in taken:
@@ -195,24 +275,9 @@ def _now() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def _load_optuna(optuna_name: str) -> optuna.Study | None:
-    try:
-        return optuna.load_study(study_name=optuna_name, storage=optuna_storage_url())
-    except KeyError:
-        return None
-
-
-def _remaining_trials(study: Study, optuna_name: str) -> int:
-    existing = _load_optuna(optuna_name)
-    if existing is None:
-        return study.spec.num_trials
-    done = [t for t in existing.trials if t.state.is_finished() and counts(t)]
-    return max(0, study.spec.num_trials - len(done))
-
-
 def settle_orphaned_trials(
     study: Study,
-    optuna_name: str,
+    ledger: Ledger,
     client: MlflowClient,
     experiment: str,
     parent_id: str,
@@ -224,7 +289,7 @@ def settle_orphaned_trials(
     ended run) are closed as FAILED without `vaestudy_ended`, so they do not count and the
     study runs that many trials again; their partial MLflow runs end KILLED with
     `vaestudy.interrupted` (not failures: the report leaves them out of its counts)."""
-    ot = _load_optuna(optuna_name)
+    ot = ledger.load()
     if ot is None:
         return
     teller = TrialTeller.for_study(study)
@@ -247,12 +312,12 @@ def settle_orphaned_trials(
 def _new_tuner(
     study: Study,
     trainable,
-    optuna_name: str,
-    tune_path: Path,
+    ledger: Ledger,
+    tune_path: str,
     progress: StudyProgress | None = None,
 ) -> tune.Tuner:
     spec = study.spec
-    search = make_search(study, optuna_storage_url(), optuna_name)
+    search = make_search(study, ledger.storage, ledger.name)
     scheduler = None
     if spec.scheduler is not None:
         scheduler = ASHAScheduler(
@@ -266,20 +331,40 @@ def _new_tuner(
         tune_config=tune.TuneConfig(
             search_alg=search,
             scheduler=scheduler,
-            num_samples=_remaining_trials(study, optuna_name),
+            num_samples=ledger.remaining(study),
             max_concurrent_trials=spec.max_concurrent,
             # A worker process runs trial after trial: torch and friends are imported once.
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=tune_path.name,
-            storage_path=str(tune_path.parent),
+            name=tune_path.rstrip("/").rsplit("/", 1)[1],
+            storage_path=tune_path.rstrip("/").rsplit("/", 1)[0],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            **_checkpoint_keeping(study, tune_path),
             callbacks=[tune_callback(progress)] if progress else None,
             verbose=0 if progress else 1,
         ),
     )
+
+
+STATE_SYNC_S = 10  # how often the driver uploads Tune's experiment state to remote storage
+
+
+def _checkpoint_keeping(study: Study, tune_path: str) -> dict[str, Any]:
+    """How many checkpoints a trial keeps, and how often the experiment state is saved. On local
+    storage Tune writes its experiment state in place and one checkpoint suffices. On remote
+    storage (`s3://...`) the driver uploads the state only every `sync_period` (Tune's default:
+    300 s), so a restored state may name a checkpoint up to that old: trials keep every
+    checkpoint of the last three upload periods (measured: with one kept, a driver killed
+    mid-study restored trials whose named checkpoint had been deleted)."""
+    if "://" not in tune_path:
+        return {"checkpoint_config": tune.CheckpointConfig(num_to_keep=1)}
+    interval = max(study.spec.checkpoint_interval_s, 1.0)
+    keep = 1 + math.ceil(3 * STATE_SYNC_S / interval)
+    return {
+        "checkpoint_config": tune.CheckpointConfig(num_to_keep=keep),
+        "sync_config": tune.SyncConfig(sync_period=STATE_SYNC_S),
+    }
 
 
 def _count_children(client: MlflowClient, experiment: str, parent_id: str) -> tuple[int, int, int]:

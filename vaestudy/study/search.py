@@ -11,7 +11,9 @@
   `diverged` where the sampler reads constraints (tpe, nsga2) and the search sees any: it counts
   as infeasible there; otherwise it is told FAILED, so it never counts as a (fake) objective
   value and never stays RUNNING;
-- a trial that Tune stopped before its end (a scheduler) is told PRUNED, one that errored FAILED;
+- a trial that Tune stopped before its end (a scheduler) is told PRUNED; one whose attempts all
+  errored (an infrastructure failure, not a result) is told FAILED without `vaestudy_ended`, so
+  it does not use up the budget and `--resume` runs it again;
 - results of a trial Optuna already recorded as finished (replayed by Tune after a restore) are
   ignored;
 - the Optuna study is the ledger of the study's trial budget: each Optuna trial records its Tune
@@ -124,7 +126,8 @@ ENDED = "vaestudy_ended"
 
 def counts(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether an Optuna trial uses up one of the study's trials: all but the FAILED ones that
-    Tune never ended (left behind by a killed driver, to be run again)."""
+    did not reach an end (their attempts errored, or a killed driver left them): they are run
+    again."""
     return trial.state != TrialState.FAIL or bool(trial.user_attrs.get(ENDED))
 
 
@@ -214,12 +217,14 @@ class StudySearch(OptunaSearch):
         trial = self._ot_trials[trial_id]
         self._completed_trials.add(trial_id)
         with contextlib.suppress(UpdateFinishedTrialError, ValueError):
-            trial.set_user_attr(ENDED, True)
             if result and DIVERGED in result:  # the trial reached its own end
+                trial.set_user_attr(ENDED, True)
                 self.teller.tell(self._ot_study, trial, *final_outcome(result))
-            else:  # Tune ended it: a scheduler stopped it, or its attempts errored
-                state = TrialState.FAIL if error or not result else TrialState.PRUNED
-                tell(self._ot_study, trial, state=state)
+            elif error or not result:  # its attempts errored: not a result, does not count
+                tell(self._ot_study, trial, state=TrialState.FAIL)
+            else:  # a scheduler stopped it: a result (it counts)
+                trial.set_user_attr(ENDED, True)
+                tell(self._ot_study, trial, state=TrialState.PRUNED)
 
 
 def member_key(trial_id: str, index: int) -> str:

@@ -22,14 +22,16 @@ under `member<i>/` (and the pack's best under the study metric, for Tune's progr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -64,6 +66,31 @@ from vaestudy.vectorized import VectorTrainer, member_view
 
 STATE_FILE = "trainer.pt"
 TAG_PROCESS = "vaestudy.process"  # host:pid of the worker training the trial (latest attempt)
+TAG_NODE = "vaestudy.node"  # the Ray node of the latest attempt: "IP (node id)"
+TAG_ATTEMPT = "vaestudy.attempt."  # vaestudy.attempt.<k>: where attempt k ran (node, host:pid)
+
+
+def where() -> str:
+    """This process's Ray node: its IP (as the cluster knows the node) and node id."""
+    node = ray.get_runtime_context().get_node_id()
+    ip = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node), "?")
+    return f"{ip} ({node})"
+
+
+@contextlib.contextmanager
+def errors_recorded(runs: Sequence[TrialRun]) -> Iterator[None]:
+    """Record an error that ends an attempt (not a divergence: an exception of the code or the
+    machine) on the trial's runs, with the node, then let Tune retry or fail the trial."""
+    try:
+        yield
+    except Exception as exc:
+        reason = f"error on {where()}: {type(exc).__name__}: {exc}"
+        for run in runs:
+            with contextlib.suppress(Exception):  # the tracking server may be what failed
+                run.set_tags({TAG_FAILURE: reason[:5000]})
+        raise
+
+
 TAG_RESTORED = "vaestudy.restored_from_step"  # set when a retry resumed from a checkpoint
 
 
@@ -94,9 +121,12 @@ def _open_run(
         TAG_VARIANT: variant,
         TAG_MODEL: cfg.model.name,
         TAG_PROCESS: f"{socket.gethostname()}:{os.getpid()}",
+        TAG_NODE: where(),
     }
     run = TrialRun.open(client, ctx.experiment_id, ctx.parent_run_id, trial_id, trial_name, tags)
     if run.closed is None:
+        attempts = sum(k.startswith(TAG_ATTEMPT) for k in client.get_run(run.run_id).data.tags)
+        run.set_tags({f"{TAG_ATTEMPT}{attempts + 1}": f"{tags[TAG_NODE]}, {tags[TAG_PROCESS]}"})
         config = cfg.model_dump(mode="json")
         log_params(client, run.run_id, flatten(config))
         client.log_dict(run.run_id, config, TRIAL_CONFIG)  # what `vaestudy best` writes out
@@ -195,7 +225,12 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     if run.closed is not None:
         tune.report(_closed_report(study, run))
         return
+    with errors_recorded([run]):
+        _train(study, cfg, run)
 
+
+def _train(study: Study, cfg: RunConfig, run: TrialRun) -> None:
+    """One trial's training, reports and end (see the module doc)."""
     trainer = Trainer(cfg)
     _restore(trainer, [run])
     last_good = trainer.save_bytes()
@@ -253,8 +288,13 @@ def run_pack(config: dict[str, Any], ctx: TrialContext) -> None:
     if all(run.closed is not None for run in runs):
         tune.report(_pack_report(study, [_closed_report(study, run) for run in runs]))
         return
+    with errors_recorded(runs):
+        _train_pack(study, list(cfgs), list(runs))
 
-    trainer = VectorTrainer(list(cfgs))
+
+def _train_pack(study: Study, cfgs: list[RunConfig], runs: list[TrialRun]) -> None:
+    """A pack's training, reports and each member's end."""
+    trainer = VectorTrainer(cfgs)
     _restore(trainer, runs)
     report = Reporter(study)
 
