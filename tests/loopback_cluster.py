@@ -48,8 +48,11 @@ class LoopbackCluster:
         self.workers = workers
         self.netns = f"vaestudy{os.getpid()}"
         self.procs: dict[str, subprocess.Popen] = {}
+        # Not the test process's Ray settings: its own `ray.init` sets RAY_AUTH_MODE=token and
+        # more, which would make this cluster ask for a token it does not have.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         self.env = {
-            **os.environ,
+            **inherited,
             "HOME": str(root / "home"),  # no ~/.ray/auth_token: token authentication off
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
@@ -58,7 +61,7 @@ class LoopbackCluster:
             "MLFLOW_S3_ENDPOINT_URL": S3,  # the tracking server's artifact store
             "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
         }
-        for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "VAESTUDY_OPTUNA_STORAGE"):
+        for key in ("PYTHONBREAKPOINT", "MLFLOW_TRACKING_URI", "VAESTUDY_OPTUNA_STORAGE"):
             self.env.pop(key, None)
         (root / "home").mkdir(parents=True, exist_ok=True)
 
