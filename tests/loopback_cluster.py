@@ -145,7 +145,7 @@ class LoopbackCluster:
             "--port", "6379", "--num-cpus", "0", "--include-dashboard", "false",
             "--temp-dir", str(self.root / "ray-head"), *common,
         ])  # fmt: skip
-        self.wait_for("the Ray head", lambda: self.ray_nodes() >= 1)
+        self.wait_for("the Ray head", lambda: self.ray_nodes() >= 1, 300)
         for i in range(self.workers):
             ip = f"127.0.0.{i + 2}"
             hide = " && ".join(f"mount -t tmpfs tmpfs {p}" for p in self.hidden)
@@ -156,7 +156,7 @@ class LoopbackCluster:
             self.start(f"ray-w{i + 1}", [
                 "unshare", "-m", "--propagation", "private", "sh", "-c", f"{hide} && exec {start}",
             ])  # fmt: skip
-        self.wait_for("the Ray workers", lambda: self.ray_nodes() >= 1 + self.workers)
+        self.wait_for("the Ray workers", lambda: self.ray_nodes() >= 1 + self.workers, 300)
 
     def ray_nodes(self) -> int:
         count = (
