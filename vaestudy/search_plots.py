@@ -27,7 +27,12 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
-from vaestudy.stores import OPTUNA_STORAGE_ENV, default_store, redacted  # noqa: E402
+from vaestudy.stores import (  # noqa: E402
+    OPTUNA_STORAGE_ENV,
+    default_store,
+    lacks_password,
+    redacted,
+)
 
 
 def load_search(name: str, storage: str) -> tuple[optuna.Study | None, str]:
@@ -37,7 +42,7 @@ def load_search(name: str, storage: str) -> tuple[optuna.Study | None, str]:
         return None, "Optuna figures: the study run does not record its Optuna study"
     # Runs from before the storage was recorded used the local default.
     storage = storage or f"sqlite:///{(default_store() / 'optuna.db').resolve()}"
-    if storage != redacted(storage) or "***" in storage:  # recorded without its password
+    if lacks_password(storage):  # recorded without its password
         given = os.environ.get(OPTUNA_STORAGE_ENV, "")
         if redacted(given) != storage:
             return None, f"Optuna figures: set {OPTUNA_STORAGE_ENV} to {storage} with its password"

@@ -76,6 +76,11 @@ def redacted(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def lacks_password(url: str) -> bool:
+    """Whether `url` was recorded by `redacted`: its password is `***`."""
+    return urllib.parse.urlsplit(url).password == "***"
+
+
 TUNE_STORAGE = "ray_results"  # Ray Tune's storage without --storage-path
 
 
@@ -100,6 +105,12 @@ def remote_storage_problem(uri: str) -> str | None:
     except (OSError, ValueError) as exc:
         return f"Ray Tune storage {uri} cannot be opened ({str(exc).splitlines()[0]})"
     return None
+
+
+def uri_parent(path: str) -> tuple[str, str]:
+    """(`parent`, `name`) of a local path or a URI: the inverse of `uri_child`."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    return parent, name
 
 
 def uri_child(parent: str, name: str) -> str:

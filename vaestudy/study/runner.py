@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,14 @@ from vaestudy.errors import UserError
 from vaestudy.feasibility import split_names
 from vaestudy.report import Report, build_report, log_answer
 from vaestudy.stores import (
+    lacks_password,
     made_ready,
     optuna_storage_url,
     redacted,
     tracking_session,
     tune_storage_uri,
     uri_child,
+    uri_parent,
 )
 from vaestudy.study.cluster import check_cluster, check_nodes_reach, start_ray
 from vaestudy.study.console import StudyProgress, mark, tune_callback
@@ -148,7 +149,7 @@ def run_study(
         if resume and parent is None:
             raise UserError(f"--resume: no earlier run of study {study.name!r} at {uri}")
         if parent is not None:  # the run's own Tune storage, wherever this driver runs
-            storage = parent.data.tags[TAG_TUNE_PATH].rstrip("/").rsplit("/", 1)[0]
+            storage = uri_parent(parent.data.tags[TAG_TUNE_PATH])[0]
         check_nodes_reach(uri, storage)
         if parent is None:
             ledger_url = made_ready(optuna_storage_url(optuna_storage))
@@ -242,7 +243,7 @@ def resumed_ledger(tags: dict[str, str], optuna_storage: str | None) -> Ledger:
     $VAESTUDY_OPTUNA_STORAGE) must give the same URL with it. Runs from before the storage was
     recorded used the local default."""
     recorded = tags.get(TAG_OPTUNA_STORAGE) or optuna_storage_url()
-    if urllib.parse.urlsplit(recorded).password != "***":  # recorded in full
+    if not lacks_password(recorded):
         return Ledger(tags[TAG_OPTUNA], recorded)
     given = optuna_storage_url(optuna_storage)
     if redacted(given) != recorded:
@@ -337,8 +338,8 @@ def _new_tuner(
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=tune_path.rstrip("/").rsplit("/", 1)[1],
-            storage_path=tune_path.rstrip("/").rsplit("/", 1)[0],
+            name=uri_parent(tune_path)[1],
+            storage_path=uri_parent(tune_path)[0],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             **_checkpoint_keeping(study, tune_path),
             callbacks=[tune_callback(progress)] if progress else None,
