@@ -44,7 +44,7 @@ METHODS = {
 def run_method(study: Study, folder: Path, data) -> tuple[int, float | None]:
     """Run the study's trials through its search; (feasible trials, best feasible metric)."""
     search = make_search(study, f"sqlite:///{folder / 'optuna.db'}", "bench")
-    metric = study.spec.metrics[0].removeprefix("test/")
+    metric = study.spec.metrics[0].removeprefix("val/")
     feasible: list[float] = []
     for i in range(study.spec.num_trials):
         config = search.suggest(f"t{i}")
@@ -56,9 +56,9 @@ def run_method(study: Study, folder: Path, data) -> tuple[int, float | None]:
         search.on_trial_complete(f"t{i}", final_report(study, result))
         if (
             result is not None
-            and judge(result.test, study.spec.constraints, result.saturated).feasible
+            and judge(result.val, study.spec.constraints, result.saturated).feasible
         ):
-            feasible.append(result.test[metric])
+            feasible.append(result.val[metric])
     return len(feasible), min(feasible, default=None)
 
 
@@ -104,10 +104,10 @@ def main() -> None:
 
     print(
         f"\n{STUDY.relative_to(STUDY.parents[2])}: {args.trials} trials per seed, seeds "
-        f"{args.seeds}, device {device_name(data.train_x.device)}; metric test/kl (min), "
-        "feasible = own constraints + yardstick test/recon <= 125\n"
+        f"{args.seeds}, device {device_name(data.train_x.device)}; metric val/kl (min), "
+        "feasible = own constraints + yardstick recon <= 125 (validation split)\n"
     )
-    print("| method | feasible fraction | best feasible test KL (nats) | wall min |")
+    print("| method | feasible fraction | best feasible validation KL (nats) | wall min |")
     print("|---|---:|---:|---:|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

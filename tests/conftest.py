@@ -35,10 +35,11 @@ def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray)
 
 @pytest.fixture
 def tiny_mnist(tmp_path: Path) -> Path:
-    """A 64/32-image MNIST-layout dataset with known pixel values under tmp_path."""
+    """A 71/32-image MNIST-layout dataset with known pixel values under tmp_path: 64 training
+    images once the default validation split (10%: 7) is carved."""
     rng = np.random.default_rng(0)
     raw = tmp_path / "MNIST" / "raw"
-    for prefix, n in (("train", 64), ("t10k", 32)):
+    for prefix, n in (("train", 71), ("t10k", 32)):
         write_idx(raw, prefix, rng.integers(0, 256, (n, 28, 28)), np.arange(n) % 10)
     return tmp_path
 

@@ -17,7 +17,7 @@ def test_rows_show_variants_constraints_and_what_waits(tmp_path):
     with StudyProgress(study, tmp_path / "s.log", console) as progress:
         progress.update("a", {"objective": linear, "train.seed": 0})
         result = {"train/step": 31.0, "train/loss": 120.5, "train/lambda/recon": 2.0,
-                  "test/constraint/recon": 125.0, "test/target/recon": 120.0}  # fmt: skip
+                  "val/constraint/recon": 125.0, "val/target/recon": 120.0}  # fmt: skip
         progress.result("b", {"objective": geco, "train.seed": 1}, result)
         shown = console.export_text(clear=False)
         progress.ended("a", {"objective": linear, "train.seed": 0}, "ended")
@@ -36,9 +36,9 @@ def test_a_narrow_console_folds_labels_instead_of_cutting_them(tmp_path):
     linear = {"name": "kl_annealing", "schedule": {"kind": "linear", "steps": 150}}
     lagvae = study.distributions["objective"].choice[5]
     result = {"train/step": 465.0, "train/loss": 387.9, "train/lambda/mmd": 6.184,
-              "train/lambda/neg_elbo": 4.689, "test/constraint/mmd": 18.12,
-              "test/target/mmd": 5.0, "test/constraint/neg_elbo": 167.0,
-              "test/target/neg_elbo": 140.0}  # fmt: skip
+              "train/lambda/neg_elbo": 4.689, "val/constraint/mmd": 18.12,
+              "val/target/mmd": 5.0, "val/constraint/neg_elbo": 167.0,
+              "val/target/neg_elbo": 140.0}  # fmt: skip
     with StudyProgress(study, tmp_path / "s.log", console) as progress:
         progress.update("a", {"objective": linear, "train.seed": 0})
         progress.result("b", {"objective": lagvae, "train.seed": 0}, result)
@@ -48,6 +48,6 @@ def test_a_narrow_console_folds_labels_instead_of_cutting_them(tmp_path):
 
 
 def test_constraint_marks_read_the_latest_held_out_check():
-    marks = constraint_marks({"test/constraint/a": 1.0, "test/target/a": 2.0,
-                              "test/constraint/b": 3.0, "test/target/b": 2.5})  # fmt: skip
+    marks = constraint_marks({"val/constraint/a": 1.0, "val/target/a": 2.0,
+                              "val/constraint/b": 3.0, "val/target/b": 2.5})  # fmt: skip
     assert marks == "a 1/2 ✓, b 3/2.5 ✗"

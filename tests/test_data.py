@@ -16,7 +16,7 @@ def test_loads_idx_files_written_by_the_test(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     write_idx(raw, "train", images, np.array([7, 1, 4]))
     write_idx(raw, "t10k", images[:2], np.array([2, 3]))
-    data = load_data(DataConfig(root=str(tmp_path), pixels="bernoulli"), CPU)
+    data = load_data(DataConfig(root=str(tmp_path), pixels="bernoulli", validation=0), CPU)
     assert data.train_x.shape == (3, 1, 28, 28) and data.train_x.dtype == torch.float32
     assert data.train_x[0, 0, 0, 0] == 1.0 and data.train_x[1, 0, 5, 7] == pytest.approx(0.2)
     assert data.train_y.tolist() == [7, 1, 4] and data.test_y.tolist() == [2, 3]
@@ -36,11 +36,43 @@ def test_binarized_batches_are_fresh_samples_and_test_split_is_fixed(tiny_mnist)
 
 
 def test_limits_and_shared_subset(shared_data):
-    data = load_data(DataConfig(root=str(shared_data), train_limit=100, test_limit=50), CPU)
-    assert data.train_x.shape[0] == 100 and data.test_x.shape[0] == 50
-    full = load_data(DataConfig(root=str(shared_data)), CPU)
+    cfg = DataConfig(root=str(shared_data), train_limit=100, test_limit=50)
+    data = load_data(cfg, CPU)  # the validation split: 10% of the 100 training images
+    assert data.train_x.shape[0] == 90 and data.val_x.shape[0] == 10
+    assert data.test_x.shape[0] == 50
+    full = load_data(DataConfig(root=str(shared_data), validation=0), CPU)
     assert full.n_train == 4000 and full.test_x.shape[0] == 1000
     assert torch.bincount(full.train_y).tolist() == [400] * 10
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {bytes(row.flatten().mul(255).round().to(torch.uint8).tolist()) for row in x}
+
+
+def test_validation_split_is_disjoint_sized_and_seeded(shared_data):
+    root = str(shared_data)
+    cfg = DataConfig(root=root, pixels="bernoulli")  # intensities, so images compare exactly
+    data = load_data(cfg, CPU)
+    assert (data.n_train, data.val_x.shape[0], data.test_x.shape[0]) == (3600, 400, 1000)
+    train, val, test = _rows(data.train_x), _rows(data.val_x), _rows(data.test_x)
+    assert not train & val and not val & test  # disjoint
+    assert len(train | val) == len(_rows(load_data(cfg.model_copy(update={"validation": 0}),
+                                                   CPU).train_x))  # fmt: skip
+    again = load_data(cfg, CPU)
+    assert torch.equal(again.val_x, data.val_x) and torch.equal(again.val_y, data.val_y)
+    other = load_data(cfg.model_copy(update={"seed": 1}), CPU)
+    assert not torch.equal(other.val_x, data.val_x)
+    assert load_data(cfg.model_copy(update={"validation": 250}), CPU).val_x.shape[0] == 250
+    assert not data.selects_on_test
+
+
+def test_validation_zero_is_the_test_split_and_too_large_is_refused(tiny_mnist):
+    data = load_data(DataConfig(root=str(tiny_mnist), validation=0), CPU)
+    assert data.selects_on_test and torch.equal(data.val_x, data.test_x) and data.n_train == 71
+    with pytest.raises(DataError, match="data.validation: 71 takes 71 of the 71"):
+        load_data(DataConfig(root=str(tiny_mnist), validation=71), CPU)
+    with pytest.raises(ValueError, match="a whole count"):
+        DataConfig(validation=2.5)
 
 
 def test_missing_data_names_root_and_files(tmp_path):

@@ -11,8 +11,8 @@ from vaestudy.feasibility import (
     search_constraints,
 )
 
-RECON = Yardstick(metric="test/recon", bound=110)
-ACTIVE = Yardstick(metric="test/active_units", bound=8, direction=">=")
+RECON = Yardstick(metric="recon", bound=110)
+ACTIVE = Yardstick(metric="active_units", bound=8, direction=">=")
 TEST = {"recon": 100.0, "constraint/recon": 100.0, "target/recon": 90.0, "active_units": 10.0}
 
 
@@ -20,7 +20,7 @@ def test_yardstick_violation_has_the_sign_and_units_of_the_metric():
     assert RECON.violation(100) == -10 and RECON.violation(115) == 5
     assert ACTIVE.violation(10) == -2 and ACTIVE.violation(5) == 3
     assert RECON.violation(None) == float("inf") and not RECON.holds(float("nan"))
-    assert RECON.label == "test/recon<=110" and ACTIVE.label == "test/active_units>=8"
+    assert RECON.label == "recon<=110" and ACTIVE.label == "active_units>=8"
 
 
 def test_own_violations_read_value_minus_target():
@@ -34,7 +34,7 @@ def test_own_violations_read_value_minus_target():
         (TEST, [RECON], [], False, True, "yardstick only"),
         ({**TEST, "target/recon": 105.0}, [RECON], [], True, True, "feasible"),
         ({**TEST, "target/recon": 105.0}, [RECON], ["recon"], False, True, "yardstick only"),
-        ({**TEST, "target/recon": 105.0}, [Yardstick(metric="test/recon", bound=99)], [], True,
+        ({**TEST, "target/recon": 105.0}, [Yardstick(metric="recon", bound=99)], [], True,
          False, "own only"),
         (TEST, [RECON, ACTIVE], [], False, True, "yardstick only"),
         ({"recon": 120.0}, [RECON], [], True, False, "own only"),  # no own constraints
@@ -53,15 +53,15 @@ def test_search_constraints_by_scope():
     assert both == {
         "own:recon": 10.0,
         "saturated": 1.0,
-        "yardstick:test/recon<=110": -10.0,
-        "yardstick:test/active_units>=8": -2.0,
+        "yardstick:recon<=110": -10.0,
+        "yardstick:active_units>=8": -2.0,
     }
     assert set(search_constraints("own", TEST, [RECON])) == {"own:recon", "saturated"}
-    assert set(search_constraints("yardstick", TEST, [RECON])) == {"yardstick:test/recon<=110"}
+    assert set(search_constraints("yardstick", TEST, [RECON])) == {"yardstick:recon<=110"}
     assert search_constraints("none", TEST, [RECON]) == {}
     assert search_constraints("both", None, [RECON]) == {"diverged": WORST}
     missing = search_constraints("yardstick", {"kl": 1.0}, [RECON])
-    assert missing == {"yardstick:test/recon<=110": WORST}
+    assert missing == {"yardstick:recon<=110": WORST}
 
 
 def points(lams, every=10):
@@ -90,3 +90,9 @@ def test_saturation_counts_against_the_planned_steps():
     assert saturated(history, ["recon"], clip=100.0, total_steps=200) == []
     assert saturated(history, ["recon"], clip=100.0, total_steps=100) == ["recon"]
     assert saturated(history, ["mmd"], clip=100.0, total_steps=100) == []  # not logged
+
+
+@pytest.mark.parametrize("metric", ["test/recon", "val/recon"])
+def test_a_yardstick_rule_names_its_metric_without_a_split(metric):
+    with pytest.raises(ValueError, match="without its split.*validation split.*test split"):
+        Yardstick(metric=metric, bound=110)

@@ -46,9 +46,9 @@ def test_a_study_cannot_rank_squared_error_by_a_likelihood_bound(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(
         "data: {pixels: mse}\nobjective: {name: lagvae}\n"
-        "study: {name: s, metric: test/iwae_nll, search: {objective.mi: {uniform: [0, 1]}}}\n"
+        "study: {name: s, metric: val/iwae_nll, search: {objective.mi: {uniform: [0, 1]}}}\n"
     )
     with pytest.raises(ConfigError, match="pixels: mse is not a log-likelihood"):
         load_study(path)
-    path.write_text(path.read_text().replace("test/iwae_nll", "test/kl"))
+    path.write_text(path.read_text().replace("val/iwae_nll", "val/kl"))
     assert load_study(path).name == "s"

@@ -20,23 +20,26 @@ from types import SimpleNamespace
 import optuna
 import pandas as pd
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.test_study import TINY, children, steps, write_study
 from vaestudy import api
 from vaestudy.cli import main
+from vaestudy.config import load_run_config
 from vaestudy.stores import free_port
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
 from vaestudy.tracking import find_trial_run
+from vaestudy.trainer import Trainer
 
 FEASIBLE_GECO = {  # recon after 10 steps is ~260 nats: every trial meets κ and the yardstick
     "search": {
         "objective.kappa": {"uniform": [400.0, 500.0]},
         "objective.multiplier.init": {"loguniform": [0.1, 10.0]},
     },
-    "constraints": [{"metric": "test/recon", "bound": 1000.0}],
+    "constraints": [{"metric": "recon", "bound": 1000.0}],
 }
 
 
@@ -90,7 +93,7 @@ def test_the_local_store_opens_in_mlflows_client_without_a_server(local_runs, tm
 
     note = parent.data.tags["mlflow.note.content"]  # the run's description in the UI
     assert str(local_runs.path) in note and "`objective.kappa`: uniform [400.0, 500.0]" in note
-    assert "Optuna study `geco`" in note and "yardstick `test/recon<=1000`" in note
+    assert "Optuna study `geco`" in note and "yardstick `recon<=1000`" in note
     answer = parent.data.tags["vaestudy.answer"]
     assert answer.startswith("feasible trials per variant: geco 2/2")
     assert note.startswith(f"**Answer:** {answer}\n\n**Study `geco`**")  # before "Show more"
@@ -104,7 +107,8 @@ def test_the_optuna_study_has_the_study_name_and_each_run_its_own(in_project):
     assert len(first.trials) == 2 and len(second.trials) == 1
     assert in_project.code == 0
     assert "run 'geco-2' of study 'geco'" in in_project.printed  # at the start
-    assert "Optuna study 'geco-2'" in in_project.printed.splitlines()[-1]  # and at the end
+    end = " ".join(in_project.printed.strip().split("\n\n")[-1].split())  # the last paragraph
+    assert "Optuna study 'geco-2'" in end  # and at the end
     client = store_client(in_project.folder)
     experiment = client.get_experiment_by_name("geco").experiment_id
     for trial in first.trials:  # Optuna's trial number names the trial's MLflow run
@@ -113,7 +117,7 @@ def test_the_optuna_study_has_the_study_name_and_each_run_its_own(in_project):
         )
         assert run.info.run_name == f"geco #{trial.number}"
         assert trial.constraints["own:recon"] == pytest.approx(
-            run.data.metrics["test/constraint/recon"] - run.data.metrics["test/target/recon"]
+            run.data.metrics["val/constraint/recon"] - run.data.metrics["val/target/recon"]
         )
     assert api.optuna_study("geco", run="geco-2").study_name == "geco-2"
 
@@ -192,10 +196,20 @@ def test_best_writes_a_config_that_train_runs(in_project, tmp_path, capsys):
     config = yaml.safe_load(path.read_text())
     run = store_client(in_project.folder).get_run(best["run_id"])
     assert config["objective"]["kappa"] == pytest.approx(float(run.data.params["objective.kappa"]))
-    assert main(["train", str(path)]) == 0  # the same trial, trained again without Ray
-    printed = capsys.readouterr().out
-    recon = float(re.search(r"^\W*recon\W+(-?[\d.]+)", printed, re.MULTILINE).group(1))
-    assert recon == pytest.approx(run.data.metrics["test/recon"], rel=0.01)
+    threads = torch.get_num_threads()
+    try:
+        assert config["train"]["threads"] == int(run.data.params["train.threads"]) >= 1
+        assert main(["train", str(path)]) == 0  # the same trial, trained again without Ray
+        printed = capsys.readouterr().out  # 4 significant digits
+        val, test = (float(v) for v in re.findall(r"^\W*recon\W+(-?[\d.]+)", printed, re.M))
+        assert val == pytest.approx(run.data.metrics["val/recon"], rel=1e-3)
+        assert test == pytest.approx(run.data.metrics["test/recon"], rel=1e-3)
+        again = Trainer(load_run_config(path)).fit()  # every digit, on the same machine
+        for key in ("recon", "kl", "iwae_nll"):
+            assert again.test[key] == pytest.approx(run.data.metrics[f"test/{key}"], rel=1e-6)
+            assert again.val[key] == pytest.approx(run.data.metrics[f"val/{key}"], rel=1e-6)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_ui_prints_the_studys_runs_table_in_the_model_training_view(in_project):

@@ -192,7 +192,7 @@ def test_32_tiny_trials_8_at_once_keep_every_trajectory(
         *TINY,
         "study.num_trials=32",
         "study.resources.cpu=0.25",
-        "data.train_limit=200",
+        "data.train_limit=222",  # 200 to train on
         "train.log_every=1",
         "model.hidden=32",
     ]
@@ -233,25 +233,26 @@ def test_resume_settles_trials_a_killed_driver_left_running(
         trial = ot.ask()
         trial.set_user_attr(TUNE_ID, tune_id)
         run = TrialRun.open(client, experiment, parent, tune_id, tune_id, {})
-        run.log_final({"kl": 12.5}, 10)
+        run.log_final({"kl": 12.5}, 10, prefix="val/")
+        run.log_final({"kl": 99.0}, 10, prefix="test/")  # the verdict's: Optuna never sees it
         if status == "FAILED":
             run.set_tags({"vaestudy.failure_reason": "nan", "vaestudy.failure_step": "3"})
         if status:
             run.finish(status)
-    assert ledger.remaining(study) == 4
+    assert ledger.remaining(study.spec.num_trials) == 4
 
     settle_orphaned_trials(study, ledger, client, experiment, parent)
     states = [t.state for t in ot.get_trials()]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
-    assert ot.trials[0].value == 12.5  # study metric test/kl, read back from MLflow
-    # as the search tells them (TPE reads constraints): the yardstick's test/recon is missing,
+    assert ot.trials[0].value == 12.5  # study metric val/kl, read back from MLflow
+    # as the search tells them (TPE reads constraints): the yardstick's val/recon is missing,
     # and the diverged trial is the worst value, infeasible
-    assert ot.trials[0].constraints["yardstick:test/recon<=110"] == WORST
+    assert ot.trials[0].constraints["yardstick:recon<=110"] == WORST
     assert ot.trials[1].value == math.inf and ot.trials[1].constraints == {"diverged": WORST}
-    assert ledger.remaining(study) == 2
+    assert ledger.remaining(study.spec.num_trials) == 2
 
     settle_orphaned_trials(study, ledger, client, experiment, parent, interrupted=True)
     assert ot.trials[2].state == TrialState.FAIL
-    assert ledger.remaining(study) == 2  # the interrupted one does not count
+    assert ledger.remaining(study.spec.num_trials) == 2  # the interrupted one does not count
     cut = find_trial_run(client, experiment, parent, "t-running")
     assert cut.info.status == "KILLED" and TAG_INTERRUPTED in cut.data.tags

@@ -4,19 +4,33 @@ objective, a diverged and an interrupted trial."""
 
 import math
 
+import matplotlib.pyplot as plt
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from vaestudy.cli import main
 from vaestudy.errors import UserError
-from vaestudy.report import build_report, log_answer, write_report
+from vaestudy.plots import trajectory_figure
+from vaestudy.report import (
+    answer,
+    answer_table,
+    build_report,
+    log_answer,
+    rate_distortion_figure,
+    read_history,
+    trajectory_runs,
+    write_report,
+)
 from vaestudy.tracking import (
+    CONFIRM,
     PARENT,
+    TAG_CONFIRMS,
     TAG_FAILURE,
     TAG_FAILURE_STEP,
     TAG_INTERRUPTED,
     TAG_KIND,
+    TAG_PHASE,
     TAG_SATURATED,
     TAG_STOPPED,
     TAG_STUDY,
@@ -28,7 +42,8 @@ LATE = [120, 115, 110, 105, 100, 95, 92, 91, 89, 88]
 LINEAR, CYCLICAL = "kl_annealing[kind=linear]", "kl_annealing[kind=cyclical]"
 
 
-def child(client, exp, parent, name, objective, status, test, history=None, tags=None):
+def child(client, exp, parent, name, objective, status, test, history=None, tags=None, val=None):
+    """A trial run; its validation metrics are its test metrics unless `val` says otherwise."""
     run = client.create_run(
         exp,
         run_name=name,
@@ -44,7 +59,9 @@ def child(client, exp, parent, name, objective, status, test, history=None, tags
         Param("objective.name", objective),
         Param("objective.kappa", str(test.pop("kappa", ""))),
     ]
-    metrics = [Metric(k, v, 0, 100) for k, v in test.items()]
+    held = {**test, **{"val/" + k.removeprefix("test/"): v for k, v in test.items()
+                       if k.startswith("test/")}, **(val or {})}  # fmt: skip
+    metrics = [Metric(k, v, 0, 100) for k, v in held.items()]
     for key, values in (history or {}).items():
         metrics += [Metric(key, float(v), 0, 10 * (i + 1)) for i, v in enumerate(values)]
     client.log_batch(rid, metrics=metrics, params=params)
@@ -69,22 +86,27 @@ def elbo(recon: float, iwae: float) -> dict[str, float]:
     return {"test/recon": recon, "test/kl": 25.0, "test/elbo": -(recon + 25), "test/iwae_nll": iwae}
 
 
+def study_parent(client, name: str, params: dict[str, str]) -> tuple[str, str]:
+    """A study's experiment and parent run with its `study.*` params: (experiment, run id)."""
+    exp = client.create_experiment(name)
+    parent = client.create_run(exp, run_name=name, tags={TAG_KIND: "study", TAG_STUDY: name})
+    client.log_batch(parent.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    return exp, parent.info.run_id
+
+
 @pytest.fixture(scope="module")
 def known_study(server):
     client = MlflowClient(server)
-    exp = client.create_experiment("known")
-    parent = client.create_run(exp, run_name="known", tags={TAG_KIND: "study", TAG_STUDY: "known"})
-    pid = parent.info.run_id
     params = {
-        "study.metric": "test/iwae_nll",
+        "study.metric": "val/iwae_nll",
         "study.mode": "min",
-        "study.constraints.0.metric": "test/recon",
+        "study.constraints.0.metric": "recon",
         "study.constraints.0.bound": "100",
         "study.constraints.0.direction": "<=",
         "study.search.objective.kappa.uniform.0": "80",
         "study.search.objective.kappa.uniform.1": "90",
     }
-    client.log_batch(pid, params=[Param(k, v) for k, v in params.items()])
+    exp, pid = study_parent(client, "known", params)
     lam = [1, 1.5, 2, 2.5, 3, 3.2, 3.1, 3.0, 2.7, 2.5]
     child(  # own 89 <= 90, yardstick 89 <= 100: feasible
         client, exp, pid, "both", "geco", "FINISHED", geco(90, 89.0, 105.0),
@@ -94,6 +116,10 @@ def known_study(server):
     child(  # own 95 > 80, yardstick 95 <= 100; lower IWAE than "both", yet not feasible
         client, exp, pid, "yard_only", "geco", "FINISHED", geco(80, 95.0, 100.0),
         history={"train/constraint/recon": [99] * 10, "train/target/recon": [80] * 10},
+    )  # fmt: skip
+    child(  # feasible on test with the lowest IWAE, but not on validation: never selected
+        client, exp, pid, "lucky", "geco", "FINISHED", geco(90, 89.0, 90.0),
+        val={"val/recon": 101.0, "val/constraint/recon": 101.0},
     )  # fmt: skip
     child(  # own 110 <= 120, yardstick 110 > 100
         client, exp, pid, "own_only", "geco", "FINISHED", geco(120, 110.0, 99.0)
@@ -142,6 +168,7 @@ def test_every_trial_is_judged_by_the_one_rule(known_study):
         "plain": row(["elbo", "finished", True, False, False, "own only"]),
         "both": row(["geco", "finished", True, True, True, "feasible"]),
         "cut": row(["geco", "interrupted", False, False, False, "interrupted"]),
+        "lucky": row(["geco", "finished", True, True, True, "feasible"]),
         "own_only": row(["geco", "finished", True, False, False, "own only"]),
         "pinned": row(["geco", "finished", False, True, False, "yardstick only"]),
         "stopped": row(["geco", "stopped: saturated", False, False, False, "neither"]),
@@ -154,6 +181,7 @@ def test_every_trial_is_judged_by_the_one_rule(known_study):
         "plain",
         "both",
         "cut",
+        "lucky",
         "own_only",
         "pinned",
         "stopped",
@@ -167,22 +195,29 @@ def test_every_trial_is_judged_by_the_one_rule(known_study):
 def test_constraint_columns(known_study):
     t = build_report(known_study, "known").trials.set_index("trial")
     both, yard, pinned = t.loc["both"], t.loc["yard_only"], t.loc["pinned"]
-    assert both["recon:target"] == 90 and both["recon:test"] == 89 and both["recon:sat"]
-    assert both["recon:held_last20"] == pytest.approx(2 / 3)  # steps 80, 90, 100: held at 90, 100
-    assert both["recon:held_from"] == 90 and both["recon:lambda"] == 2.5
-    assert both["test_neg_elbo"] == 109 and both["rate_kl"] == 20 and both["active_units"] == 12
-    assert both["objective.kappa"] == 90 and not both["recon:saturated"]
-    assert not yard["recon:sat"] and yard["recon:held_last20"] == 0
-    assert math.isnan(yard["recon:held_from"])
-    assert pinned["recon:test"] < pinned["recon:target"] and not pinned["recon:sat"]
-    assert pinned["recon:saturated"] and pinned["saturated"] == "recon"
+    assert both["recon: target"] == 90 and both["recon: test"] == 89 and both["recon: satisfied"]
+    assert both["recon: held_last20"] == pytest.approx(2 / 3)  # steps 80, 90, 100: held at 90, 100
+    assert both["recon: held_from"] == 90 and both["recon: lambda"] == 2.5
+    assert both["test/neg_elbo"] == 109 and both["test/kl"] == 20
+    assert both["test/active_units"] == 12
+    assert both["objective.kappa"] == 90 and not both["recon: saturated"]
+    assert not yard["recon: satisfied"] and yard["recon: held_last20"] == 0
+    assert math.isnan(yard["recon: held_from"])
+    assert pinned["recon: test"] < pinned["recon: target"] and not pinned["recon: satisfied"]
+    assert pinned["recon: saturated"] and pinned["saturated"] == "recon"
+    lucky = t.loc["lucky"]
+    assert lucky["feasible"] and not lucky["val_feasible"] and lucky["recon: val"] == 101
+    columns = list(t.columns)  # each constraint's columns together, none twice
+    first = columns.index("recon: target")
+    assert columns[first : first + 3] == ["recon: target", "recon: val", "recon: test"]
+    assert len(columns) == len(set(columns)) and "iwae_nll" not in columns
     nan = t.loc["nan"]
     assert nan["reason"] == "non-finite loss" and nan["failed_at_step"] == 30
 
 
 SUMMARY = [
     "trials", "finished", "satisfy_own", "satisfy_yardstick", "feasible", "saturated",
-    "best_feasible",
+    "val_feasible", "selected",
 ]  # fmt: skip
 
 
@@ -190,13 +225,15 @@ def test_summary_has_a_row_per_variant(known_study, tmp_path):
     report = build_report(known_study, "known")
     s = report.summary.set_index("variant")
     assert s[SUMMARY].to_dict("index") == {
-        "elbo": dict(zip(SUMMARY, [1, 1, 1, 0, 0, 0, ""], strict=True)),
-        "geco": dict(zip(SUMMARY, [5, 5, 2, 3, 1, 2, "both"], strict=True)),  # "cut" is not a trial
-        CYCLICAL: dict(zip(SUMMARY, [1, 1, 1, 0, 0, 0, ""], strict=True)),
-        LINEAR: dict(zip(SUMMARY, [1, 1, 1, 1, 1, 0, "lin"], strict=True)),
-        "lagvae": dict(zip(SUMMARY, [1, 0, 0, 0, 0, 0, ""], strict=True)),
+        "elbo": dict(zip(SUMMARY, [1, 1, 1, 0, 0, 0, 0, ""], strict=True)),
+        # "cut" is not a trial; "lucky" is feasible on test, not on validation: not selected
+        "geco": dict(zip(SUMMARY, [6, 6, 3, 4, 2, 2, 1, "both"], strict=True)),
+        CYCLICAL: dict(zip(SUMMARY, [1, 1, 1, 0, 0, 0, 0, ""], strict=True)),
+        LINEAR: dict(zip(SUMMARY, [1, 1, 1, 1, 1, 0, 1, "lin"], strict=True)),
+        "lagvae": dict(zip(SUMMARY, [1, 0, 0, 0, 0, 0, 0, ""], strict=True)),
     }
-    assert s.loc["geco", "best_test/iwae_nll"] == 105  # lower-IWAE trials are infeasible
+    assert s.loc["geco", "selected val/iwae_nll"] == 105  # lower-IWAE trials are infeasible
+    assert s.loc["geco", "selected test/iwae_nll"] == 105
     assert s.loc[LINEAR, "objective"] == "kl_annealing"
     assert report.best_feasible()["trial"] == "lin"  # IWAE 97 < 105
 
@@ -213,14 +250,14 @@ def test_the_parent_run_carries_the_answer(known_study):
     log_answer(known_study, report)
     parent = known_study.get_run(report.parent_run_id)
     m, tags = parent.data.metrics, parent.data.tags
-    assert m["feasible"] == 2
-    assert (m["feasible/geco"], m["satisfy_own/geco"], m["saturated/geco"]) == (1, 2, 2)
+    assert m["feasible"] == 3  # on test: "lucky" too
+    assert (m["feasible/geco"], m["satisfy_own/geco"], m["saturated/geco"]) == (2, 3, 2)
     assert m["feasible/kl_annealing_kind_linear"] == 1 and m["trials/elbo"] == 1
     lin = report.trials.set_index("trial").loc["lin", "run_id"]
     assert tags["vaestudy.best_feasible"] == lin and tags["vaestudy.best_feasible_trial"] == "lin"
-    assert m["best_feasible/test/iwae_nll"] == 97 and m["best_feasible/test/recon"] == 95
-    assert "geco 1/5" in tags["vaestudy.answer"]
-    assert "best feasible: lin" in tags["vaestudy.answer"]
+    assert m["best_feasible/val/iwae_nll"] == 97 and m["best_feasible/test/recon"] == 95
+    assert "geco 2/6" in tags["vaestudy.answer"]
+    assert "selected: lin (val/iwae_nll 97, test/iwae_nll 97)" in tags["vaestudy.answer"]
 
 
 def test_unknown_and_empty_studies_get_a_clear_message(known_study, server, capsys):
@@ -231,3 +268,98 @@ def test_unknown_and_empty_studies_get_a_clear_message(known_study, server, caps
     assert main(["report", "empty", "--tracking-uri", server]) == 2
     err = capsys.readouterr().err
     assert "has no trials yet" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def confirmed_study(server):
+    """Three variants, one search trial each, each confirmed with three fresh seeds."""
+    client = MlflowClient(server)
+    params = {"study.metric": "val/iwae_nll", "study.mode": "min",
+              "study.constraints.0.metric": "recon", "study.constraints.0.bound": "100",
+              "study.constraints.0.direction": "<="}  # fmt: skip
+    exp, pid = study_parent(client, "confirmed", params)
+    # variant: (search val IWAE, search test IWAE, confirmation test IWAEs, recons)
+    plan = {
+        "a": (99.0, 101.0, [100.0, 101.0, 102.0], [95.0, 95.0, 95.0]),
+        "b": (98.0, 99.0, [110.0, 111.0, 112.0], [95.0, 105.0, 95.0]),
+        "c": (100.0, 100.5, [101.0, 103.0, 99.0], [95.0, 95.0, 95.0]),
+    }
+    for variant, (val, test, confirmed, recons) in plan.items():
+        tags = {TAG_VARIANT: variant}
+        picked = child(client, exp, pid, f"{variant} #0", "elbo", "FINISHED", elbo(95.0, test),
+                       tags=tags, val={"val/iwae_nll": val})  # fmt: skip
+        confirm = {**tags, TAG_PHASE: CONFIRM, TAG_CONFIRMS: picked}
+        for seed, (iwae, recon) in enumerate(zip(confirmed, recons, strict=True)):
+            shift = 2.0 * seed  # the seeds' trajectories differ: a band
+            history = {  # a first-step spike of 500 nats, then settling near the target 90
+                "train/kl": [500, 30, 25, 22, 21],
+                "train/recon": [500, 120, 100, 95, 92],
+                "train/constraint/recon": [500 + shift, 120, 100, 95 + shift, 92 + shift],
+                "train/target/recon": [90] * 5,
+                "train/lambda/recon": [1, 2, 3, 3, 2.5],
+                "val/constraint/recon": [510, 122, 101, 96 + shift],
+                "val/target/recon": [90] * 4,
+            }
+            child(client, exp, pid, f"{variant} #0 seed {seed}", "elbo", "FINISHED",
+                  elbo(recon, iwae), tags=confirm, history=history)  # fmt: skip
+    return client
+
+
+def test_confirmation_gives_rates_and_means_with_intervals_and_ties(confirmed_study, tmp_path):
+    report = build_report(confirmed_study, "confirmed")
+    c = report.confirmation.set_index("variant")
+    assert list(c.index) == ["a", "c", "b"]  # by confirmed mean test IWAE: 101, 101, 111
+    assert c.loc["a", "rank"] == "1" and c.loc["c", "rank"] == "=1" and c.loc["b", "rank"] == "3"
+    assert c.loc["a", "test/iwae_nll mean"] == 101.0
+    assert c.loc["a", "test/iwae_nll ±95%"] == pytest.approx(4.303 / 3**0.5, rel=1e-3)
+    assert c.loc["a", "feasible"] == "3/3" and c.loc["b", "feasible"] == "2/3"
+    assert c.loc["a", "feasible_low"] == pytest.approx(0.438, abs=1e-3)
+    assert c.loc["b", "feasible 95% CI"] == "[0.21, 0.94]"
+    assert c.loc["b", "gap"] == 1.0 and c.loc["a", "selected"] == "a #0"
+    assert report.summary.set_index("variant").loc["a", "trials"] == 1  # search trials only
+    text = answer(report)
+    assert text.startswith("confirmed on test, ranked by test/iwae_nll mean (=k: tie with rank k")
+    assert "=1 c 101±5" in text and "3 b 111±2.5 feasible 2/3 [0.21, 0.94]" in text
+    table = answer_table(report).to_markdown(index=False, floatfmt=".4g")
+    assert max(len(line) for line in table.splitlines()) <= 120
+
+    files = {p.name for p in write_report(confirmed_study, report, tmp_path)}
+    md = (tmp_path / "report.md").read_text()
+    assert "## Confirmed on test" in md and "Wilson" in md
+    assert {"trajectories_a.png", "trajectories_b.png", "rate_distortion.png"} <= files
+
+
+def test_figures_carry_the_confirmation(confirmed_study):
+    """What is on the axes, drawn from the real store: a band over the confirmation seeds,
+    the validation points, one axis per constraint with its labelled target, λ only where a
+    constraint has it, a y-range around the target (the first-step spike clipped)."""
+    report = build_report(confirmed_study, "confirmed")
+    (variant, run_ids, title), *_ = trajectory_runs(report)
+    assert variant == "a" and len(run_ids) == 3 and "3 confirmation seeds" in title
+    histories = []
+    for run_id in run_ids:
+        keys = [k for k in confirmed_study.get_run(run_id).data.metrics
+                if k.startswith(("train/", "val/"))]  # fmt: skip
+        histories.append(read_history(confirmed_study, run_id, keys))
+    fig = trajectory_figure(histories, title)
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert set(axes) == {
+        "rate & distortion (nats per example)",
+        "constraint recon",
+        "multipliers λ (log)",
+    }  # fmt: skip  (no weights: elbo's runs here log no coefficient)
+    recon = axes["constraint recon"]
+    labels = [line.get_label() for line in recon.get_lines()]
+    assert "target 90" in labels and "validation" in labels
+    assert len(recon.collections) == 1  # the min–max band over the three seeds
+    low, high = recon.get_ylim()
+    assert low < 90 < high < 200  # the 500-nat first step is clipped, the target shows
+    assert axes["multipliers λ (log)"].get_yscale() == "log"
+    plt.close(fig)
+
+    plane = rate_distortion_figure(report).axes[0]
+    assert len(plane.containers) == 3  # a confirmation mean with CI whiskers per variant
+    assert "nats per example" in plane.get_xlabel()
+    assert [line.get_ydata()[0] for line in plane.get_lines() if line.get_linestyle() == "--"] == [
+        100.0
+    ]  # the yardstick recon <= 100

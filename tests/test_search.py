@@ -15,16 +15,16 @@ from tests.conftest import REPO
 from vaestudy.study.search import DIVERGED, SATURATED, make_search
 from vaestudy.study.spec import load_study
 
-GECO = REPO / "studies" / "geco.yaml"  # metric test/kl (min); yardstick test/recon <= 110
+GECO = REPO / "studies" / "geco.yaml"  # metric val/kl (min); yardstick recon <= 110
 
 
 def final(kl: float, recon: float, kappa: float, saturated: str = "") -> dict:
     """A finished GECO trial's final report, as `study.trial` sends it."""
     return {
-        "test/kl": kl,
-        "test/recon": recon,
-        "test/constraint/recon": recon,
-        "test/target/recon": kappa,
+        "val/kl": kl,
+        "val/recon": recon,
+        "val/constraint/recon": recon,
+        "val/target/recon": kappa,
         DIVERGED: 0,
         SATURATED: saturated,
     }
@@ -48,12 +48,12 @@ def test_constraint_values_are_stored_and_best_trial_is_feasible(tmp_path):
     assert trials["low_kl"].constraints == {
         "own:recon": 10.0,
         "saturated": 0.0,
-        "yardstick:test/recon<=110": 20.0,
+        "yardstick:recon<=110": 20.0,
     }
     assert trials["feasible"].constraints == {
         "own:recon": -5.0,
         "saturated": 0.0,
-        "yardstick:test/recon<=110": -15.0,
+        "yardstick:recon<=110": -15.0,
     }
     assert trials["pinned"].constraints["saturated"] == 1.0  # a saturated multiplier: infeasible
     assert all(t.state == TrialState.COMPLETE for t in trials.values())
@@ -65,7 +65,7 @@ def test_constraint_values_are_stored_and_best_trial_is_feasible(tmp_path):
     "scope, keys",
     [
         ("own", {"own:recon", "saturated"}),
-        ("yardstick", {"yardstick:test/recon<=110"}),
+        ("yardstick", {"yardstick:recon<=110"}),
         ("none", set()),
     ],
 )
@@ -79,7 +79,7 @@ def test_the_study_key_chooses_what_the_search_sees(tmp_path, scope, keys):
 def test_a_diverged_trial_is_infeasible_where_the_sampler_reads_constraints(tmp_path):
     search, ot = searcher(tmp_path)  # tpe
     search.suggest("d")
-    search.on_trial_complete("d", {DIVERGED: 1, "test/kl": 1e30})
+    search.on_trial_complete("d", {DIVERGED: 1, "val/kl": 1e30})
     trial = ot().trials[0]
     assert trial.state == TrialState.COMPLETE and trial.value == math.inf
     assert trial.constraints == {"diverged": 1e30}
@@ -87,7 +87,7 @@ def test_a_diverged_trial_is_infeasible_where_the_sampler_reads_constraints(tmp_
     (tmp_path / "random").mkdir()
     plain, ot_plain = searcher(tmp_path / "random", "study.sampler.kind=random")
     plain.suggest("d")
-    plain.on_trial_complete("d", {DIVERGED: 1, "test/kl": 1e30})
+    plain.on_trial_complete("d", {DIVERGED: 1, "val/kl": 1e30})
     assert ot_plain().trials[0].state == TrialState.FAIL  # random search reads no constraints
 
 
@@ -95,7 +95,7 @@ def test_trials_tune_ended_early_are_pruned_or_failed(tmp_path):
     search, ot = searcher(tmp_path)
     for tid in ("stopped", "crashed"):
         search.suggest(tid)
-    intermediate = {"test/kl": 3.0, "test/recon": 100.0}  # an evaluation's report: no DIVERGED
+    intermediate = {"val/kl": 3.0, "val/recon": 100.0}  # an evaluation's report: no DIVERGED
     search.on_trial_complete("stopped", intermediate)  # a scheduler stopped it
     search.on_trial_complete("crashed", intermediate, error=True)
     states = {t.user_attrs["tune_trial_id"]: t.state for t in ot().trials}
@@ -123,7 +123,7 @@ def test_constraints_reach_the_sampler(tmp_path):
 
 
 def test_multi_objective_best_trials_are_feasible(tmp_path):
-    search, ot = searcher(tmp_path, "study.metric=[test/kl, test/recon]", "study.mode=[min, min]")
+    search, ot = searcher(tmp_path, "study.metric=[val/kl, val/recon]", "study.mode=[min, min]")
     for tid in ("a", "b", "c"):
         search.suggest(tid)
     search.on_trial_complete("a", final(kl=1.0, recon=150.0, kappa=160.0))  # yardstick broken

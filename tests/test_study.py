@@ -19,7 +19,7 @@ from vaestudy.tracking import PARENT
 
 STUDIES = sorted((REPO / "studies").rglob("*.yaml"))
 TINY = [
-    "data.train_limit=400",
+    "data.train_limit=444",  # 400 to train on, 44 for validation
     "data.test_limit=100",
     "train.batch_size=40",
     "train.epochs=1",
@@ -67,7 +67,14 @@ def write_study(tmp_path: Path, shared_data: Path, **study_changes) -> Path:
         ({"search": {"objective.kl": {"choice": []}}}, "at least 1 item"),
         ({"search": {"objective": {"choice": [{"name": "vqvae"}]}}}, "vqvae"),
         ({"resources": {"gpu": 2}}, "study.resources.gpu"),
-        ({"metric": "test/nonsense"}, "unknown metric"),
+        ({"metric": "val/nonsense"}, "unknown metric"),
+        (
+            {"metric": "test/kl"},
+            "the test split is for the verdict only; the search and every selection read the "
+            "validation split: write val/kl",
+        ),
+        ({"constraints": [{"metric": "test/recon", "bound": 1}]}, "without its split"),
+        ({"confirm": {"seeds": 2, "first_seed": 0}}, "overlap the search's train.seed"),
         ({"colour": "blue"}, "study.colour: unknown key"),
         ({"pack": 2}, "study.search.objective.multiplier.ema: with study.pack > 1"),
         ({"pack": 2, "scheduler": {"kind": "asha"}}, "a scheduler stops single trials"),
@@ -128,7 +135,9 @@ def test_many_concurrent_trials_keep_every_trajectory(
         assert (out / name).is_file(), name
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 6 and set(trials["objective"]) == {"geco"}
-    assert {"recon:target", "recon:test", "recon:held_last20", "iwae_nll"} <= set(trials.columns)
+    assert {"recon: target", "recon: test", "recon: held_last20", "test/iwae_nll"} <= set(
+        trials.columns
+    )
     attached = {a.path for a in client.list_artifacts(outcome.parent_run_id, "report")}
     assert "report/report.md" in attached and "report/rate_distortion.png" in attached
 
@@ -234,7 +243,7 @@ def test_a_packed_study_trains_trials_together_and_tells_each_its_own_result(
             assert float(run.data.params[key]) == value, key
         if run.info.status == "FINISHED":
             assert trial.state.name == "COMPLETE"
-            assert trial.value == pytest.approx(run.data.metrics["test/kl"])
+            assert trial.value == pytest.approx(run.data.metrics["val/kl"])
         else:
             assert trial.state.name == "FAIL"
     kl = {r.data.metrics["test/kl"] for r in runs.values() if r.info.status == "FINISHED"}
@@ -311,7 +320,7 @@ def test_resume_after_the_driver_is_killed(tmp_path, shared_data, server, ray_se
     )
     complete = [t for t in ot.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 3  # settled from MLflow or told by the search: constraints alike
-    assert all(set(t.constraints) >= {"own:recon", "yardstick:test/recon<=110"} for t in complete)
+    assert all(set(t.constraints) >= {"own:recon", "yardstick:recon<=110"} for t in complete)
 
 
 def test_a_constraint_first_study_end_to_end(
@@ -341,7 +350,7 @@ def test_a_constraint_first_study_end_to_end(
                 ]
             }
         },
-        constraints=[{"metric": "test/recon", "bound": 1000.0}],
+        constraints=[{"metric": "recon", "bound": 1000.0}],
     )
     overrides = [*TINY, "study.num_trials=3", "train.epochs=2", "train.stop_saturated=true"]
     outcome = run_study(load_study(path, overrides), tracking_uri=server)
@@ -367,13 +376,13 @@ def test_a_constraint_first_study_end_to_end(
         storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}",
     )
     by_run = {r.data.tags["vaestudy.trial_id"]: r for r in runs.values()}
-    for trial in ot.trials:  # the constraint values Optuna holds are the run's test metrics
+    for trial in ot.trials:  # the constraint values Optuna holds are the run's val metrics
         run = by_run[trial.user_attrs["tune_trial_id"]]
         m = run.data.metrics
         expected = {"saturated": 1.0 if run is geco else 0.0}
-        expected["yardstick:test/recon<=1000"] = pytest.approx(m["test/recon"] - 1000)
+        expected["yardstick:recon<=1000"] = pytest.approx(m["val/recon"] - 1000)
         if run is geco:
-            expected["own:recon"] = pytest.approx(m["test/constraint/recon"] - 40)
+            expected["own:recon"] = pytest.approx(m["val/constraint/recon"] - 40)
         assert trial.constraints == expected
     best_run = by_run[ot.best_trial.user_attrs["tune_trial_id"]]
 
@@ -391,4 +400,4 @@ def test_a_constraint_first_study_end_to_end(
     assert main([*args, "--out", str(out)]) == 0
     trials = pd.read_csv(out / "trials.csv").set_index("variant")
     assert trials.loc["geco", "status"] == "stopped: saturated"
-    assert bool(trials.loc["geco", "recon:saturated"]) and trials.loc[linear, "feasible"]
+    assert bool(trials.loc["geco", "recon: saturated"]) and trials.loc[linear, "feasible"]

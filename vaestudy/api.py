@@ -4,18 +4,20 @@
 from vaestudy import api
 
 api.studies()                          # every study run: status, trials, finished, feasible
-r = api.report("geco")                 # the newest run; r.trials and r.summary are DataFrames
+r = api.report("geco")                 # the newest run; r.trials, r.summary, r.confirmation
 r = api.report("geco", run="geco-2")   # a run by name, id or id prefix
 api.compare(["geco@geco", "geco@geco-2"]).summary   # two runs (or two studies) side by side
 api.optuna_study("geco")               # the optuna.Study its search used
-api.best("geco").config                # the best feasible trial's config (`vaestudy train`)
+api.best("geco").config                # the selected trial's config (`vaestudy train`)
 ```
 
 Every function takes `tracking_uri` (default: `$MLFLOW_TRACKING_URI`, else the project's local
 store `mlflow/mlflow.db`, opened directly: no server needed, artifacts included). The CLI's
 `studies`, `report`, `compare` and `best` commands are these functions. Words as everywhere
 (`vaestudy.feasibility`): a trial *satisfies its own constraints*, *satisfies the yardstick*,
-or both: *feasible*; "best" is the best feasible trial by the study's first metric.
+or both: *feasible*; "best" is the search's best trial feasible on the validation split by the
+study's first metric (a validation metric); `confirmation` is the verdict on the test split of
+its retraining with fresh seeds, with 95% intervals (`study.confirm`).
 """
 
 from __future__ import annotations
@@ -174,8 +176,9 @@ def best(
     tracking_uri: str | None = None,
     feasible: bool = True,
 ) -> BestTrial | None:
-    """The best feasible trial of `study`'s run by the study's first metric, with its config;
-    None when no trial is feasible. `feasible=False`: the best finished trial, feasible or not."""
+    """The search's best trial feasible on validation by the study's first metric, with its
+    config; None when no trial is feasible there. `feasible=False`: the best finished trial,
+    feasible or not."""
     client = open_store(tracking_uri)
     found = build_report(client, study, run)
     row = found.best_feasible() if feasible else found.best_finished()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from vaestudy.errors import UserError
@@ -37,7 +38,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_run_config(args.config, args.set)
     result = train_with_progress(cfg)
     squared = "per example; recon, elbo and neg_elbo: summed squared error, KL: nats"
-    print_metrics("test", result.test, "nats per example" if cfg.data.log_likelihood else squared)
+    unit = "nats per example" if cfg.data.log_likelihood else squared
+    print_metrics("validation", result.val, unit)
+    print_metrics("test", result.test, unit)
     if not cfg.data.log_likelihood:
         print(
             f"data.pixels: {cfg.data.pixels}: recon (and −ELBO) is a summed squared error, not "
@@ -50,6 +53,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"of training: target unreachable at this budget{stopped})"
         )
     return 0
+
+
+PRINT_WIDTH = 120  # what `vaestudy run` prints at its end fits this many columns
+
+
+def _wrapped(text: str) -> str:
+    return textwrap.fill(text, PRINT_WIDTH, break_on_hyphens=False, break_long_words=False)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -130,17 +140,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     mark("report")
-    from vaestudy.report import answer
+    from vaestudy.report import answer, answer_table
 
     if outcome.report is not None:
         report = outcome.report
-        print(
-            f"\n{report.rules_text()}\n\n{report.summary.to_markdown(index=False, floatfmt='.4g')}"
-        )
-        print(f"\n{answer(report)}\n")
+        if report.warning():
+            print(_wrapped(report.warning()))
+        print(f"\n{_wrapped(report.rules_text())}\n")
+        print(answer_table(report).to_markdown(index=False, floatfmt=".4g"))
+        print(f"\n{_wrapped(answer(report))}\n")
     diverged = outcome.failed - outcome.errored
     state = "interrupted" if outcome.interrupted else "done"
-    print(
+    end = (
         f"study {study.name!r}, run {outcome.run_name!r} {state}: {outcome.finished} trials "
         f"finished, {diverged} diverged, {outcome.errored} errored; MLflow experiment "
         f"{study.name!r}, parent run {outcome.parent_run_id}; Optuna study {outcome.run_name!r}; "
@@ -151,6 +162,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             else f"in the MLflow UI: vaestudy ui {study.name}"
         )
     )
+    print(_wrapped(end))
     if outcome.interrupted:
         print(f"continue it with: {resume_command(study)}", file=sys.stderr)
         return EXIT_INTERRUPTED

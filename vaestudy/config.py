@@ -34,6 +34,12 @@ class DataConfig(Section):
     `mse_loss(..., reduction='sum') / batch`): a squared error, *not* a log-likelihood, so
     `recon`, −ELBO and targets on them are in squared-intensity units (plus nats of KL), and
     the IWAE bound (`iwae_nll`) is not computed.
+
+    `validation`: the validation split, carved from the training split (after `train_limit`)
+    with `seed`: a fraction (< 1) of it or a count of images (default 10%: 400 images of the
+    bundled 4,000-image subset, 6,000 of full MNIST). Everything that steers or selects reads
+    it (`val/...` metrics); the test split is scored once, at the end of each run. `0` turns it
+    off explicitly: then the test split is also the validation split, and reports say so.
     """
 
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
@@ -43,7 +49,25 @@ class DataConfig(Section):
     gaussian_sigma: float = Field(0.1, gt=0)
     train_limit: int | None = Field(None, gt=0, description="use only the first N training images")
     test_limit: int | None = Field(None, gt=0, description="use only the first N test images")
-    seed: int = 0
+    validation: float = Field(
+        0.1,
+        ge=0,
+        description="validation split carved from train: a fraction (< 1) or a count of images",
+    )
+    seed: int = Field(0, description="carves the validation split; binarises val and test once")
+
+    @model_validator(mode="after")
+    def _whole_count(self) -> DataConfig:
+        if self.validation >= 1 and not float(self.validation).is_integer():
+            raise ValueError(
+                f"validation: {self.validation!r}: a fraction below 1 or a whole count of images"
+            )
+        return self
+
+    def validation_count(self, n_train: int) -> int:
+        """How many of `n_train` training images the validation split takes."""
+        v = self.validation
+        return round(v * n_train) if v < 1 else int(v)
 
     @property
     def log_likelihood(self) -> bool:
@@ -70,6 +94,13 @@ class TrainConfig(Section):
     betas: tuple[float, float] = (0.9, 0.999)
     seed: int = 0
     device: str = "auto"
+    threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads torch uses (default: torch's own). Float sums depend on it: a "
+        "study trial records the count it ran with, so `vaestudy best` + `vaestudy train` "
+        "repeat its numbers",
+    )
     log_every: int | None = Field(
         None,
         gt=0,

@@ -1,13 +1,17 @@
-"""Held-out evaluation, batched on the device. All figures are per-example means in nats.
+"""Held-out evaluation of one split (validation or test), batched on the device. All figures
+are per-example means in nats.
 
-- objective metrics on the test split (ELBO, rate = KL, distortion = recon, each constraint's
+- objective metrics on the split (ELBO, rate = KL, distortion = recon, each constraint's
   value and target, and `satisfied/<name>` = 1 if value <= target);
 - `iwae_nll`: −log p(x) estimated by the importance-weighted bound with k samples (Burda et al.
   2016, eq. 8): log p(x) >= E[log (1/k) Σ_i p(x, z_i)/q(z_i|x)]; only for pixel models that are
   likelihoods (not `pixels: mse`);
 - `active_units`: latents with Cov_x(E_q[z_u]) > 0.01 (Burda et al. 2016, §5.2);
 - for conditional decoders, `probe_acc`: a linear probe predicting the label from E_q[z]
-  (trained on the train split, scored on the test split) and `probe_chance`, the majority rate.
+  (trained on the train split, scored on the split) and `probe_chance`, the majority rate.
+
+The trainer scores the validation split at every evaluation and at the end, and the test split
+once, at the end (`Trainer.final_result`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaestudy.config import TrainConfig
-from vaestudy.data import DeviceData
+from vaestudy.data import DeviceData, Split
 from vaestudy.divergences import log_normal
 from vaestudy.likelihoods import NegLogLik
 from vaestudy.models import VAE
@@ -92,13 +96,13 @@ def linear_probe_accuracy(
 
 @torch.no_grad()
 def objective_metrics(
-    model: VAE, objective: Objective, data: DeviceData, batch_size: int, step: Tensor
+    model: VAE, objective: Objective, x_all: Tensor, y_all: Tensor, batch_size: int, step: Tensor
 ) -> dict[str, float]:
-    """The objective's metrics averaged over the test split (no state changes)."""
+    """The objective's metrics averaged over held-out images `x_all` (no state changes)."""
     sums: dict[str, Tensor] = {}
-    n = data.test_x.shape[0]
+    n = x_all.shape[0]
     for s in _batches(n, batch_size):
-        x, y = data.test_x[s], data.test_y[s]
+        x, y = x_all[s], y_all[s]
         out = objective(model, x, y if model.n_classes else None, step)
         weight = (s.stop - s.start) / n
         for key, value in out.metrics.items():
@@ -118,10 +122,11 @@ def evaluate(
     cfg: TrainConfig,
     step: Tensor,
     *,
+    split: Split = "val",
     full: bool = True,
     log_likelihood: bool = True,
 ) -> dict[str, float]:
-    """Test-split metrics. `full=False` skips the IWAE, active units and the probe;
+    """Metrics of the held-out `split`. `full=False` skips the IWAE, active units and the probe;
     `log_likelihood=False` (the objective's recon is not −log p(x|z)) skips the IWAE.
 
     The objective's metrics use the training batch size, since batch statistics (MMD, the
@@ -132,19 +137,20 @@ def evaluate(
     model.eval()
     objective.eval()
     try:
-        metrics = objective_metrics(model, objective, data, cfg.batch_size, step)
+        x, y = data.split(split)
+        metrics = objective_metrics(model, objective, x, y, cfg.batch_size, step)
         if full and log_likelihood:
-            y = data.test_y if model.n_classes else None
-            metrics["iwae_nll"] = iwae_nll(model, objective.nll, data.test_x, y, cfg.iwae_samples)
+            labels = y if model.n_classes else None
+            metrics["iwae_nll"] = iwae_nll(model, objective.nll, x, labels, cfg.iwae_samples)
         if full:
-            test_mu = encoder_means(model, data.test_x, batch_size)
-            metrics["active_units"] = float(active_units(test_mu))
+            held_mu = encoder_means(model, x, batch_size)
+            metrics["active_units"] = float(active_units(held_mu))
             if model.n_classes:
                 train_mu = encoder_means(model, data.train_x, batch_size)
                 metrics["probe_acc"] = linear_probe_accuracy(
-                    train_mu, data.train_y, test_mu, data.test_y, data.n_classes
+                    train_mu, data.train_y, held_mu, y, data.n_classes
                 )
-                counts = torch.bincount(data.test_y, minlength=data.n_classes)
+                counts = torch.bincount(y, minlength=data.n_classes)
                 metrics["probe_chance"] = (counts.max() / counts.sum()).item()
     finally:
         model.train(was_training)

@@ -1,17 +1,23 @@
 """Feasibility: the one rule that the search, the report, the figures, MLflow and the CLI share.
 
-A trial is judged on the test split at the end of its training, by two sets of constraints:
+A trial is judged at the end of its training, on a held-out split, by two sets of constraints:
 
 - **its own constraints**: those its objective declares (GECO's `recon` <= κ, the Lagrangian
-  VAE's `neg_elbo` <= ε1 and `mmd` <= ε2, ...), logged as `test/constraint/<name>` and
-  `test/target/<name>`. It *satisfies its own constraints* when every one holds (value <= target)
+  VAE's `neg_elbo` <= ε1 and `mmd` <= ε2, ...), logged as `<split>/constraint/<name>` and
+  `<split>/target/<name>`. It *satisfies its own constraints* when every one holds (value <= target)
   and none is saturated (below). An objective without constraints satisfies its own trivially.
   InfoVAE reports the Lagrangian VAE's constraints with λ frozen: they are its own too, so the
   report shows whether fixed weights meet the targets that learned multipliers would enforce.
 - **the study's yardstick**: the rules of the study's `constraints` list, the same for every
-  trial (e.g. `test/recon <= 110`). It *satisfies the yardstick* when every rule holds.
+  trial (e.g. `recon <= 110`). It *satisfies the yardstick* when every rule holds. A rule names
+  a metric without its split: it is checked on whichever split is being judged.
 
-**Feasible** = both. A trial without final test metrics (diverged, crashed, stopped by a
+Which split: everything that steers or selects (the search's constraint values, the best trial,
+the configurations that confirmation retrains) judges the **validation** split (`val/...`); the
+verdict that reports print is the same rule on the **test** split (`test/...`), scored once per
+trial and read by nothing that steers.
+
+**Feasible** = both. A trial without final metrics (diverged, crashed, stopped by a
 scheduler, interrupted) satisfies neither. Units are those of the metric: nats per example for
 `recon`, `kl`, `neg_elbo`; the scaled MMD value for `mmd`.
 
@@ -19,7 +25,7 @@ scheduler, interrupted) satisfies neither. Units are those of the metric: nats p
 upper clip (`multiplier.max`) for the last `TAIL` of the training steps: the optimiser kept
 asking for more weight than it may have, so the target is unreachable at this budget. This is
 neither a plain violation (λ still free to move) nor divergence (a non-finite value, or λ above
-`train.max_lambda`). A saturated constraint is not satisfied, whatever its final test value.
+`train.max_lambda`). A saturated constraint is not satisfied, whatever its final value.
 
 The search sees these as Optuna constraint values (<= 0 means satisfied; Optuna 5's named
 constraints, `Trial.set_constraint`): `own:<name>` = value − target, `saturated` = the number of
@@ -36,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 TAIL = 0.2  # "the last part of training": the last 20% of the training steps
 Scope = Literal["both", "own", "yardstick", "none"]
@@ -51,14 +57,30 @@ NEITHER = "neither"
 STATES = (FEASIBLE, YARDSTICK_ONLY, OWN_ONLY, NEITHER)
 
 
+SPLITS = ("val/", "test/")
+
+
 class Yardstick(BaseModel):
-    """One rule of the study's shared yardstick: `metric direction bound` on the test split."""
+    """One rule of the study's shared yardstick: `metric direction bound`, the metric named
+    without its split (`recon`): the search checks it on validation, the verdict on test."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     metric: str
     bound: float
     direction: Literal["<=", ">="] = "<="
+
+    @field_validator("metric")
+    @classmethod
+    def _no_split(cls, metric: str) -> str:
+        if metric.startswith(SPLITS):
+            bare = metric.split("/", 1)[1]
+            raise ValueError(
+                f"{metric!r}: name the metric without its split ({bare!r}): the search and "
+                f"every selection check it on the validation split (val/{bare}), the verdict on "
+                f"the test split (test/{bare}), which nothing that steers may read"
+            )
+        return metric
 
     @property
     def label(self) -> str:
@@ -75,14 +97,14 @@ class Yardstick(BaseModel):
         return self.violation(value) <= 0
 
 
-def own_violations(test: Mapping[str, float]) -> dict[str, float]:
-    """Each own constraint's value − target from test metrics keyed `constraint/<name>` and
-    `target/<name>` (the `test/` prefix removed)."""
+def own_violations(held_out: Mapping[str, float]) -> dict[str, float]:
+    """Each own constraint's value − target from one split's metrics keyed `constraint/<name>`
+    and `target/<name>` (the split's prefix removed)."""
     out = {}
-    for key, value in test.items():
+    for key, value in held_out.items():
         if key.startswith("constraint/"):
             name = key.removeprefix("constraint/")
-            out[name] = value - test[f"target/{name}"]
+            out[name] = value - held_out[f"target/{name}"]
     return out
 
 
@@ -137,38 +159,39 @@ class Verdict:
 
 
 def judge(
-    test: Mapping[str, float] | None,
+    held_out: Mapping[str, float] | None,
     rules: Sequence[Yardstick],
     saturated_names: Iterable[str] = (),
 ) -> Verdict:
-    """The verdict on a trial from its final test metrics (keys without `test/`, None if it has
-    none), the study's yardstick and its saturated multipliers."""
-    if not test:
+    """Where a trial stands on one split, from its final metrics there (keys without the split's
+    prefix, None if it has none), the study's yardstick and its saturated multipliers."""
+    if not held_out:
         return Verdict(own=False, yardstick=False)
-    own = not list(saturated_names) and all(v <= 0 for v in own_violations(test).values())
-    yardstick = all(r.holds(test.get(r.metric.removeprefix("test/"))) for r in rules)
+    own = not list(saturated_names) and all(v <= 0 for v in own_violations(held_out).values())
+    yardstick = all(r.holds(held_out.get(r.metric)) for r in rules)
     return Verdict(own=own, yardstick=yardstick)
 
 
 def search_constraints(
     scope: Scope,
-    test: Mapping[str, float] | None,
+    val: Mapping[str, float] | None,
     rules: Sequence[Yardstick],
     saturated_names: Iterable[str] = (),
 ) -> dict[str, float]:
-    """The Optuna constraint values (<= 0: satisfied) of a trial that ended with `test` metrics
-    (keys without `test/`; None for a diverged trial), for the constraints `scope` shows the
-    search. A diverged trial gets `diverged` = WORST; a yardstick metric it lacks, WORST."""
+    """The Optuna constraint values (<= 0: satisfied) of a trial that ended with validation
+    metrics `val` (keys without `val/`; None for a diverged trial), for the constraints `scope`
+    shows the search. A diverged trial gets `diverged` = WORST; a yardstick metric it lacks,
+    WORST."""
     if scope == "none":
         return {}
-    if test is None:
+    if val is None:
         return {"diverged": WORST}
     out: dict[str, float] = {}
     if scope in ("both", "own"):
-        out |= {f"own:{name}": v for name, v in own_violations(test).items()}
+        out |= {f"own:{name}": v for name, v in own_violations(val).items()}
         out["saturated"] = float(len(list(saturated_names)))
     if scope in ("both", "yardstick"):
         for rule in rules:
-            violation = rule.violation(test.get(rule.metric.removeprefix("test/")))
+            violation = rule.violation(val.get(rule.metric))
             out[f"yardstick:{rule.label}"] = min(violation, WORST)
     return out

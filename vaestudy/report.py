@@ -57,9 +57,13 @@ from vaestudy.feasibility import (  # noqa: E402
     judge,
     split_names,
 )
-from vaestudy.plots import plot_trajectories  # noqa: E402
+from vaestudy.intervals import mean_ci, resolved, welch_p, wilson  # noqa: E402
+from vaestudy.plots import plot_trajectories, save  # noqa: E402
 from vaestudy.search_plots import load_search, plot_search  # noqa: E402
 from vaestudy.tracking import (  # noqa: E402
+    CONFIRM,
+    SEARCH,
+    TAG_CONFIRMS,
     TAG_FAILURE,
     TAG_FAILURE_STEP,
     TAG_INTERRUPTED,
@@ -68,6 +72,7 @@ from vaestudy.tracking import (  # noqa: E402
     TAG_OBJECTIVE,
     TAG_OPTUNA,
     TAG_OPTUNA_STORAGE,
+    TAG_PHASE,
     TAG_SATURATED,
     TAG_STOPPED,
     TAG_VARIANT,
@@ -88,7 +93,7 @@ _MARKERS = {
     OWN_ONLY: ("^", False),
     NEITHER: ("x", True),
 }
-_SHOWN_METRICS = ("test/kl", "test/recon", "test/elbo", "test/iwae_nll")
+_SHOWN_METRICS = ("test/iwae_nll", "test/kl", "test/recon", "test/active_units", "test/probe_acc")
 TAG_BEST = "vaestudy.best_feasible"  # parent run: the best feasible trial's run id
 TAG_ANSWER = "vaestudy.answer"  # parent run: the answer in one line
 ANSWER_PREFIX = "**Answer:** "  # the parent run's description starts with the answer
@@ -103,34 +108,76 @@ class Report:
     trials: pd.DataFrame
     summary: pd.DataFrame
     yardstick: list[Yardstick]
-    metric: str
+    metric: str  # the study's first metric: a validation metric (`val/...`)
     mode: str
     run_name: str = ""  # the study run's name (= its Optuna study's name)
     metrics: tuple[str, ...] = ()  # every metric of the search (several: multi-objective)
     optuna_storage: str = ""  # where the search's Optuna study lives ("" if not recorded)
+    confirmation: pd.DataFrame | None = None  # per variant, from the confirmation runs on test
+
+    @property
+    def test_metric(self) -> str:
+        return test_twin(self.metric)
+
+    @property
+    def selects_on_test(self) -> bool:
+        """Whether the study ran with `data.validation: 0` (selection read the test split)."""
+        return bool(self.trials["selects_on_test"].any()) if len(self.trials) else False
 
     def rules_text(self) -> str:
         rules = ", ".join(y.label for y in self.yardstick) or "none"
         return (
-            f"Feasible = satisfies its own constraints (on the test split, no multiplier "
-            f"saturated) and the study's yardstick ({rules}). Best = best feasible trial by "
-            f"{self.metric} ({self.mode})."
+            f"Feasible = satisfies its own constraints (no multiplier saturated) and the study's "
+            f"yardstick ({rules}). Selected = each variant's best trial feasible on the "
+            f"validation split, by {self.metric} ({self.mode}); counts and confirmation are "
+            f"judged on the test split."
+        )
+
+    def warning(self) -> str:
+        """The first line of every report when selection read the test split."""
+        if not self.selects_on_test:
+            return ""
+        return (
+            "**Warning: selection used the test split** (data.validation: 0): the selected "
+            "trials' test figures are optimistic."
         )
 
     def markdown(self) -> str:
         run = f"run `{self.run_name}`, " if self.run_name else ""
-        lines = [f"# Study `{self.study}` ({run}parent run {self.parent_run_id})", ""]
-        lines += [self.rules_text(), "", "## Per variant", "", _md(self.summary), ""]
+        lines = [self.warning(), ""] if self.warning() else []
+        lines += [f"# Study `{self.study}` ({run}parent run {self.parent_run_id})", ""]
+        lines += [self.rules_text(), ""]
+        if self.confirmation is not None and len(self.confirmation):
+            lines += ["## Confirmed on test", "", _confirm_note(self), ""]
+            lines += [_md(self.confirmation), ""]
+        lines += [SUMMARY_HEADING, "", _md(self.summary), ""]
         lines += ["## Trials", "", _md(self.trials)]
         return "\n".join(lines) + "\n"
 
+    def search_trials(self) -> pd.DataFrame:
+        return self.trials[self.trials["phase"] == SEARCH]
+
     def best_feasible(self) -> pd.Series | None:
-        """The best feasible trial of the whole study by the study's first metric."""
-        return _best(self.trials[self.trials["feasible"]], self.metric, self.mode)
+        """The search's best trial feasible on validation, by the study's first metric (a
+        validation metric): what `vaestudy best` writes out."""
+        search = self.search_trials()
+        return _best(search[search["val_feasible"]], self.metric, self.mode)
 
     def best_finished(self) -> pd.Series | None:
-        """The best trial with final test metrics by the study's first metric, feasible or not."""
-        return _best(self.trials[self.trials["status"].isin(WITH_TEST)], self.metric, self.mode)
+        """The search's best trial with final metrics by the study's first metric, feasible or
+        not."""
+        search = self.search_trials()
+        return _best(search[search["status"].isin(WITH_TEST)], self.metric, self.mode)
+
+
+def _confirm_note(report: Report) -> str:
+    return (
+        "Each variant's selected configuration retrained with fresh seeds; rates are runs "
+        "satisfying their own constraints / the yardstick / both on the test split with 95% "
+        f"Wilson intervals; {report.test_metric} is the mean ± the 95% t half-width; "
+        "`gap` = the selected trial's test − validation value; `rank`: `=k` is a tie with rank k "
+        "(Welch's t-test, p >= 0.05)."
+    )
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -193,7 +240,8 @@ def constraint_tail(history: list[dict[str, float]], name: str) -> tuple[float, 
 
 
 def read_history(client: MlflowClient, run_id: str, keys: list[str]) -> list[dict[str, float]]:
-    """Trajectory points of `keys` (`train/...`), one dict per step, keys without `train/`."""
+    """Trajectory points of `keys` (`train/...`, `val/...`), one dict per step, keys without
+    `train/`."""
     rows: dict[int, dict[str, float]] = {}
     for key in keys:
         for m in client.get_metric_history(run_id, key):
@@ -205,7 +253,7 @@ def build_report(client: MlflowClient, study: str, run: str | None = None) -> Re
     """The report of `study`'s newest parent run, or of its run `run` (see `find_parent`)."""
     parent = find_parent(client, study, run)
     params = parent.data.params
-    metric = params.get("study.metric", params.get("study.metric.0", "test/iwae_nll"))
+    metric = params.get("study.metric", params.get("study.metric.0", "val/iwae_nll"))
     mode = params.get("study.mode", params.get("study.mode.0", "min"))
     # `study.search.objective.kappa.uniform.0` -> `objective.kappa` (the searched dotted key)
     searched = sorted({_SEARCH_PARAM.sub("", k) for k in unprefixed(params, "study.search.")})
@@ -214,7 +262,9 @@ def build_report(client: MlflowClient, study: str, run: str | None = None) -> Re
     if not runs:
         raise UserError(f"study {study!r} (parent run {parent.info.run_id}) has no trials yet")
     rows = [_trial_row(client, r, searched, yardstick, metric) for r in runs]
-    trials = pd.DataFrame(rows).sort_values(["variant", "trial"]).reset_index(drop=True)
+    order = ["variant", "phase", "trial"]
+    trials = pd.DataFrame(rows).sort_values(order, ascending=[True, False, True])
+    trials = trials.reset_index(drop=True)
     summary = _summary(trials, metric, mode)
     metrics = [params[k] for k in sorted(params) if re.fullmatch(r"study\.metric(\.\d+)?", k)]
     return Report(
@@ -228,6 +278,7 @@ def build_report(client: MlflowClient, study: str, run: str | None = None) -> Re
         run_name=parent.data.tags.get(TAG_OPTUNA, parent.info.run_name),
         metrics=tuple(metrics),
         optuna_storage=parent.data.tags.get(TAG_OPTUNA_STORAGE, ""),
+        confirmation=confirmation_table(trials, metric, mode),
     )
 
 
@@ -258,6 +309,7 @@ def compare_reports(reports: list[Report]) -> Report:
         parent_run_id=", ".join(r.parent_run_id for r in reports),
         trials=trials,
         summary=_summary(trials, metric, mode),
+        confirmation=confirmation_table(trials, metric, mode),
         yardstick=list(dict.fromkeys(y for r in reports for y in r.yardstick)),
         metric=metric,
         mode=mode,
@@ -281,49 +333,59 @@ def _trial_row(client, run, searched, yardstick, metric) -> dict[str, Any]:
     keys = [k for k in m if k.startswith(("train/constraint/", "train/target/"))]
     history = read_history(client, run.info.run_id, keys)
     status = _status(run)
-    test = unprefixed(m, "test/") if status in WITH_TEST else None
+    ended = status in WITH_TEST
+    test = unprefixed(m, "test/") if ended else None
+    val = unprefixed(m, "val/") if ended else None
     saturated = split_names(tags.get(TAG_SATURATED))
     objective = tags.get(TAG_OBJECTIVE, params.get("objective.name"))
     row: dict[str, Any] = {
         "trial": tags.get("mlflow.runName", run.info.run_id[:8]),
         "run_id": run.info.run_id,
+        "phase": tags.get(TAG_PHASE, SEARCH),
+        "confirms": tags.get(TAG_CONFIRMS, ""),
         "variant": tags.get(TAG_VARIANT, objective),
         "objective": objective,
         "model": tags.get(TAG_MODEL, params.get("model.name")),
         "status": status,
         "reason": tags.get(TAG_FAILURE, ""),
         "failed_at_step": float(tags[TAG_FAILURE_STEP]) if TAG_FAILURE_STEP in tags else math.nan,
+        "train.seed": _param_value(params, "train.seed"),
     }
     for key in searched:
         row[key] = _param_value(params, key)
-    for name in names:
+    for name in names:  # each own constraint's columns together
         target, value = m.get(f"test/target/{name}", math.nan), m[f"test/constraint/{name}"]
         held, held_from = constraint_tail(history, name)
         row |= {
-            f"{name}:target": target,
-            f"{name}:test": value,
-            f"{name}:sat": test is not None and value <= target and name not in saturated,
-            f"{name}:saturated": name in saturated,
-            f"{name}:held_last20": held,
-            f"{name}:held_from": held_from if held_from is not None else math.nan,
-            f"{name}:lambda": m.get(f"train/lambda/{name}", math.nan),
+            f"{name}: target": target,
+            f"{name}: val": m.get(f"val/constraint/{name}", math.nan),
+            f"{name}: test": value,
+            f"{name}: satisfied": test is not None and value <= target and name not in saturated,
+            f"{name}: saturated": name in saturated,
+            f"{name}: held_last20": held,
+            f"{name}: held_from": held_from if held_from is not None else math.nan,
+            f"{name}: lambda": m.get(f"train/lambda/{name}", math.nan),
         }
     verdict = judge(test, yardstick, saturated)
+    row[metric] = m.get(metric, math.nan)
+    for name in (test_twin(metric), *_SHOWN_METRICS):
+        row[name] = m.get(name, math.nan)
     row |= {
-        "test_neg_elbo": -m["test/elbo"] if "test/elbo" in m else math.nan,
-        "iwae_nll": m.get("test/iwae_nll", math.nan),
-        "rate_kl": m.get("test/kl", math.nan),
-        "distortion_recon": m.get("test/recon", math.nan),
-        "active_units": m.get("test/active_units", math.nan),
-        "probe_acc": m.get("test/probe_acc", math.nan),
+        "test/neg_elbo": -m["test/elbo"] if "test/elbo" in m else math.nan,
+        "val_feasible": judge(val, yardstick, saturated).feasible,
         "satisfies_own": verdict.own,
         "satisfies_yardstick": verdict.yardstick,
         "feasible": verdict.feasible,
         "state": verdict.state if test is not None else status,
         "saturated": ",".join(saturated),
-        metric: m.get(metric, math.nan),
+        "selects_on_test": params.get("data.validation") in ("0", "0.0"),
     }
     return row
+
+
+def test_twin(metric: str) -> str:
+    """The test split's name of a validation metric: `val/kl` -> `test/kl`."""
+    return "test/" + metric.removeprefix("val/")
 
 
 def _param_value(params: dict[str, str], key: str) -> Any:
@@ -343,10 +405,13 @@ def _best(trials: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
 
 
 def _summary(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """Per variant, over the search's trials: counts (judged on test), and the trial selected on
+    validation with its validation and test values of the study's metric."""
     rows = []
-    counted = trials[trials["status"] != INTERRUPTED]
+    twin = test_twin(metric)
+    counted = trials[(trials["status"] != INTERRUPTED) & (trials["phase"] == SEARCH)]
     for variant, group in counted.groupby("variant", sort=True):
-        best = _best(group[group["feasible"]], metric, mode)
+        best = _best(group[group["val_feasible"]], metric, mode)
         done = group[group["status"].isin(WITH_TEST)]
         rows.append(
             {
@@ -358,19 +423,84 @@ def _summary(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
                 "satisfy_yardstick": int(group["satisfies_yardstick"].sum()),
                 "feasible": int(group["feasible"].sum()),
                 "saturated": int((group["saturated"] != "").sum()),
-                "best_feasible": best["trial"] if best is not None else "",
-                f"best_{metric}": best[metric] if best is not None else math.nan,
-                "median_iwae_nll": done["iwae_nll"].median(),
-                "median_rate_kl": done["rate_kl"].median(),
-                "median_distortion": done["distortion_recon"].median(),
+                "val_feasible": int(group["val_feasible"].sum()),
+                "selected": best["trial"] if best is not None else "",
+                f"selected {metric}": best[metric] if best is not None else math.nan,
+                f"selected {twin}": best[twin] if best is not None else math.nan,
+                "median test/kl": done["test/kl"].median(),
+                "median test/recon": done["test/recon"].median(),
             }
         )
     return pd.DataFrame(rows)
 
 
-def plot_rate_distortion(report: Report, path: Path) -> None:
+def confirmation_table(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame | None:
+    """Per variant, from its confirmation runs (fresh seeds of the selected configuration) on
+    the test split: rates with 95% Wilson intervals, the metric's mean with its 95% t interval,
+    the selection gap, and a ranking in which differences inside the noise are ties (see
+    `vaestudy.intervals`). None when the study ran no confirmation."""
+    confirm = trials[(trials["phase"] == CONFIRM) & (trials["status"] != INTERRUPTED)]
+    if not len(confirm):
+        return None
+    twin = test_twin(metric)
+    by_run = trials.set_index("run_id")
+    rows, samples = [], {}
+    for variant, group in confirm.groupby("variant", sort=True):
+        n = len(group)
+        selected = (
+            by_run.loc[group["confirms"].iloc[0]]
+            if group["confirms"].iloc[0] in by_run.index
+            else None
+        )
+        values = group.loc[group["status"].isin(WITH_TEST), twin].tolist()
+        samples[variant] = values
+        ci = mean_ci(values)
+        row: dict[str, Any] = {"variant": variant, "selected": "", "seeds": n}
+        if selected is not None:
+            row["selected"] = selected["trial"]
+        for label, column in (("own", "satisfies_own"), ("yardstick", "satisfies_yardstick"),
+                              ("feasible", "feasible")):  # fmt: skip
+            k = int(group[column].sum())
+            interval = wilson(k, n)
+            row |= {label: f"{k}/{n}", f"{label} 95% CI": interval.text()}
+            row |= {f"{label}_low": interval.low, f"{label}_high": interval.high}
+        row |= {f"{twin} mean": ci.mean, f"{twin} ±95%": ci.half}
+        if selected is not None:
+            row |= {
+                f"selected {metric}": selected[metric],
+                f"selected {twin}": selected[twin],
+                "gap": selected[twin] - selected[metric],
+            }
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return _ranked(table, samples, f"{twin} mean", mode)
+
+
+def _ranked(table: pd.DataFrame, samples: dict[str, list[float]], column: str, mode: str):
+    """Rank variants by `column` (best first); a variant whose runs do not differ from the
+    best-ranked variant above it that it is resolved from (Welch, p >= 0.05) shares its rank
+    (`=k`); `vs above`: the p-value against the next better variant."""
+    order = table.sort_values(column, ascending=mode == "min", na_position="last")
+    ranks, p_above, leader = [], [], None
+    for i, variant in enumerate(order["variant"]):
+        p = welch_p(samples[order["variant"].iloc[i - 1]], samples[variant]) if i else math.nan
+        p_above.append(p)
+        if i == 0 or resolved(welch_p(samples[order["variant"].iloc[leader]], samples[variant])):
+            leader = i
+            ranks.append(str(i + 1))
+        else:
+            ranks.append(f"={leader + 1}")
+    order = order.assign(rank=ranks, **{"p vs above": p_above})
+    return order.reset_index(drop=True)
+
+
+def rate_distortion_figure(report: Report) -> plt.Figure:
+    """The search's trials on the rate–distortion plane (test split; colour = variant, marker
+    = state), each variant's confirmation mean with 95% t intervals on both axes (diamonds), the
+    yardstick's bounds dashed and its feasible region shaded."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    trials = report.trials[report.trials["state"].isin(STATES)]
+    trials = report.search_trials()
+    trials = trials[trials["state"].isin(STATES)]
     variants = sorted(report.trials["variant"].unique())
     for i, variant in enumerate(variants):
         colour = f"C{i % 10}"
@@ -382,13 +512,24 @@ def plot_rate_distortion(report: Report, path: Path) -> None:
                     if marker == "x"
                     else {"edgecolors": colour, "facecolors": colour if filled else "none"}
                 )
-                x, y = part["rate_kl"], part["distortion_recon"]
-                ax.scatter(x, y, marker=marker, s=50, linewidths=1.5, **paint)
-    for y in report.yardstick:
-        if y.metric == "test/kl":
-            ax.axvline(y.bound, ls="--", c="grey")
-        elif y.metric == "test/recon":
-            ax.axhline(y.bound, ls="--", c="grey")
+                x, y = part["test/kl"], part["test/recon"]
+                ax.scatter(x, y, marker=marker, s=50, linewidths=1.5, alpha=0.5, **paint)
+        confirmed = report.trials[
+            (report.trials["phase"] == CONFIRM)
+            & (report.trials["variant"] == variant)
+            & report.trials["status"].isin(WITH_TEST)
+        ]
+        if len(confirmed):  # the confirmation runs' mean with 95% t intervals
+            kl, recon = mean_ci(confirmed["test/kl"]), mean_ci(confirmed["test/recon"])
+            ax.errorbar(kl.mean, recon.mean, xerr=_finite(kl.half), yerr=_finite(recon.half),
+                        fmt="D", color=colour, ms=8, capsize=4, mec="black")  # fmt: skip
+    bounds = {y.metric: y.bound for y in report.yardstick if y.direction == "<="}
+    if "kl" in bounds:
+        ax.axvline(bounds["kl"], ls="--", c="grey")
+    if "recon" in bounds:
+        ax.axhline(bounds["recon"], ls="--", c="grey")
+    if "kl" in bounds and "recon" in bounds:  # the yardstick's feasible region
+        ax.fill_between([0, bounds["kl"]], 0, bounds["recon"], color="green", alpha=0.07, lw=0)
     colours = [
         Line2D([], [], ls="", marker="s", color=f"C{i % 10}", label=v)
         for i, v in enumerate(variants)
@@ -398,30 +539,41 @@ def plot_rate_distortion(report: Report, path: Path) -> None:
                label=state)
         for state, (mk, f) in _MARKERS.items()
     ]  # fmt: skip
+    states.append(Line2D([], [], ls="", marker="D", color="black", label="confirmed mean ± 95%"))
     ax.legend(handles=colours + states, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
-    ax.set_xlabel("rate: test KL (nats)")
-    ax.set_ylabel("distortion: test −log p(x|z) (nats)")
-    ax.set_title(f"{report.study}: rate–distortion (dashed: yardstick)")
+    ax.set_xlabel("rate: test KL (nats per example)")
+    ax.set_ylabel("distortion: test −log p(x|z) (nats per example)")
+    ax.set_title(f"{report.study}: rate–distortion (dashed: yardstick)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
-def _trajectory_trials(report: Report) -> list[tuple[str, str, str]]:
-    """(variant, run id, title) of each variant's best feasible trial (the summary's), or else
-    its best one with final test metrics."""
+def _finite(half: float) -> float:
+    return half if math.isfinite(half) else 0.0
+
+
+def trajectory_runs(report: Report) -> list[tuple[str, list[str], str]]:
+    """(variant, run ids, title) per variant: its confirmation runs when it has any, else its
+    selected trial (or, when none is feasible on validation, its best finished one)."""
     out = []
-    trials = report.trials.set_index("trial", drop=False)
+    trials = report.trials[report.trials["status"].isin(WITH_TEST)]
+    search = trials[trials["phase"] == SEARCH].set_index("trial", drop=False)
     for row in report.summary.itertuples():
-        if row.best_feasible:
-            best, title = trials.loc[row.best_feasible], f"{row.variant}: best feasible trial"
+        confirmed = trials[(trials["phase"] == CONFIRM) & (trials["variant"] == row.variant)]
+        if len(confirmed):
+            picked = confirmed["confirms"].iloc[0]
+            name = report.trials.set_index("run_id").loc[picked, "trial"]
+            title = f"{row.variant}: {name}, {len(confirmed)} confirmation seeds (band: min–max)"
+            out.append((row.variant, confirmed["run_id"].tolist(), title))
+            continue
+        if row.selected:
+            best, title = search.loc[row.selected], f"{row.variant}: selected trial"
         else:
-            group = trials[(trials["variant"] == row.variant) & trials["status"].isin(WITH_TEST)]
+            group = search[search["variant"] == row.variant]
             best = _best(group, report.metric, report.mode)
-            title = f"{row.variant}: no feasible trial; best finished trial"
+            title = f"{row.variant}: none feasible on val; best finished"
         if best is not None:
-            label = f"{title} ({best['trial']}, {best['state']})"
-            out.append((row.variant, best["run_id"], label))
+            out.append((row.variant, [best["run_id"]], f"{title} ({best['trial']})"))
     return out
 
 
@@ -434,12 +586,16 @@ def write_report(client: MlflowClient, report: Report, out: Path) -> list[Path]:
     variant's trajectories and Optuna's figures of the search (`vaestudy.search_plots`);
     returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
-    plot_rate_distortion(report, out / "rate_distortion.png")
+    save(rate_distortion_figure(report), out / "rate_distortion.png")
     figures = [out / "rate_distortion.png"]
-    for variant, run_id, title in _trajectory_trials(report):
-        keys = [k for k in client.get_run(run_id).data.metrics if k.startswith("train/")]
+    for variant, run_ids, title in trajectory_runs(report):
+        histories = []
+        for run_id in run_ids:
+            metrics = client.get_run(run_id).data.metrics
+            keys = [k for k in metrics if k.startswith(("train/", "val/"))]
+            histories.append(read_history(client, run_id, keys))
         path = out / f"trajectories_{_file_name(variant)}.png"
-        plot_trajectories(read_history(client, run_id, keys), path, title)
+        plot_trajectories(histories, path, title)
         if path.exists():
             figures.append(path)
     notes: list[str] = []
@@ -475,23 +631,55 @@ def attach(client: MlflowClient, report: Report, files: list[Path]) -> None:
 
 
 def answer(report: Report) -> str:
-    """The study's answer in one line."""
+    """The study's answer in one line: with confirmation, each variant's rate of runs feasible
+    on test with its interval and the ranking by the confirmed mean (ties named); without, the
+    search's feasible counts and the trial selected on validation."""
+    warn = "SELECTION USED THE TEST SPLIT (data.validation: 0); " if report.selects_on_test else ""
+    c = report.confirmation
+    if c is not None and len(c):
+        mean = f"{report.test_metric} mean"
+        parts = [
+            f"{r['rank']} {r['variant']} {r[mean]:.4g}±{r[f'{report.test_metric} ±95%']:.2g}"
+            f" feasible {r['feasible']} {r['feasible 95% CI']}"
+            for r in c.to_dict("records")
+        ]
+        ties = c["rank"].str.startswith("=").any()
+        tail = " (=k: tie with rank k at 95%)" if ties else ""
+        return f"{warn}confirmed on test, ranked by {mean}{tail}: " + "; ".join(parts)
     s = report.summary
     parts = [f"{r.variant} {r.feasible}/{r.trials}" for r in s.itertuples()]
     best = report.best_feasible()
     if best is None:
-        return f"feasible trials per variant: {', '.join(parts)}; no feasible trial"
-    value = f"{report.metric} {best[report.metric]:.4g}"
+        return f"{warn}feasible trials per variant: {', '.join(parts)}; none feasible on validation"
+    value = f"{report.metric} {best[report.metric]:.4g}, {report.test_metric} "
+    value += f"{best[report.test_metric]:.4g}"
     return (
-        f"feasible trials per variant: {', '.join(parts)}; "
-        f"best feasible: {best['trial']} ({best['variant']}, {value})"
+        f"{warn}feasible trials per variant: {', '.join(parts)}; "
+        f"selected: {best['trial']} ({value})"
     )
+
+
+def answer_table(report: Report) -> pd.DataFrame:
+    """What `vaestudy run` prints: a compact table per variant (the report has the rest)."""
+    c = report.confirmation
+    if c is not None and len(c):
+        mean = f"{report.test_metric} mean"
+        out = c[["rank", "variant", "seeds", "feasible", "feasible 95% CI"]].copy()
+        half = c[f"{report.test_metric} ±95%"]
+        out[report.test_metric] = [f"{m:.4g} ± {h:.2g}" for m, h in zip(c[mean], half, strict=True)]
+        return out
+    s = report.summary
+    out = s[["variant", "trials", "feasible", "selected"]].copy()
+    out[report.metric] = s[f"selected {report.metric}"]
+    out[report.test_metric] = s[f"selected {report.test_metric}"]
+    return out
 
 
 def log_answer(client: MlflowClient, report: Report) -> None:
     """Per variant `trials/`, `feasible/`, `satisfy_own/`, `satisfy_yardstick/`, `saturated/`
-    counts and the study-wide `feasible` count as metrics of the parent run; the best feasible
-    trial's run id and name as tags (`vaestudy.best_feasible`, per variant
+    counts and the study-wide `feasible` count as metrics of the parent run (with confirmation,
+    `confirmed/<own|yardstick|feasible>_<rate|low|high>/<variant>` and the confirmed mean); the
+    trial selected on validation (run id and name) as tags (`vaestudy.best_feasible`, per variant
     `vaestudy.best_feasible.<variant>`) and its test metrics as `best_feasible/<metric>`; the
     answer in one line as the tag `vaestudy.answer` and atop the run's description (its note in
     the MLflow UI), the per-variant table below it; the report's tables as `report/report.md`."""
@@ -503,8 +691,21 @@ def log_answer(client: MlflowClient, report: Report) -> None:
         key = _file_name(row.variant)
         for count in ("trials", "feasible", "satisfy_own", "satisfy_yardstick", "saturated"):
             metrics.append(Metric(f"{count}/{key}", float(getattr(row, count)), ts, 0))
-        if row.best_feasible:
-            tags[f"{TAG_BEST}.{key}"] = trials.loc[row.best_feasible, "run_id"]
+        if row.selected:
+            tags[f"{TAG_BEST}.{key}"] = trials.loc[row.selected, "run_id"]
+    c = report.confirmation
+    for row in [] if c is None else c.to_dict("records"):
+        key = _file_name(row["variant"])
+        for name in ("own", "yardstick", "feasible"):
+            k, n = (int(v) for v in row[name].split("/"))
+            metrics += [
+                Metric(f"confirmed/{name}_rate/{key}", k / n, ts, 0),
+                Metric(f"confirmed/{name}_low/{key}", row[f"{name}_low"], ts, 0),
+                Metric(f"confirmed/{name}_high/{key}", row[f"{name}_high"], ts, 0),
+            ]
+        mean = row[f"{report.test_metric} mean"]
+        if math.isfinite(mean):
+            metrics.append(Metric(f"confirmed/{report.test_metric}/{key}", mean, ts, 0))
     best = report.best_feasible()
     if best is not None:
         tags |= {TAG_BEST: best["run_id"], f"{TAG_BEST}_trial": best["trial"]}
@@ -525,8 +726,10 @@ def _described(note: str, report: Report) -> str:
     head = note.split(SUMMARY_HEADING)[0]
     if head.startswith(ANSWER_PREFIX):
         head = head.partition("\n\n")[2]
+    confirmed = report.confirmation
+    table = _md(report.summary if confirmed is None else answer_table(report))
     described = (
         f"{ANSWER_PREFIX}{answer(report)}\n\n{head.rstrip()}\n\n{SUMMARY_HEADING}\n\n"
-        f"{report.rules_text()}\n\n{_md(report.summary)}\n"
+        f"{report.rules_text()}\n\n{table}\n"
     )
     return described[:MAX_TAG_CHARS]  # the table is in report/report.md in full

@@ -7,7 +7,8 @@ values (`own:<name>`, `yardstick:<rule>`, `saturated`, `diverged`: <= 0 each) ma
 - `optuna_history.png`: Optuna's optimisation history; feasible trials in colour, infeasible
   ones grey, the line the best feasible value so far (one objective);
 - `optuna_pareto.png`: the Pareto front, infeasible trials grey (two or three objectives);
-- `optuna_importances.png`: parameter importances (fANOVA) for each objective.
+- `optuna_importances.png`: parameter importances (fANOVA) for each objective, the seed left
+  out (`train.seed` is noise, not a setting to choose; confirmation measures it).
 
 Diverged trials (told ±inf) are left out of the figures by Optuna itself.
 """
@@ -56,6 +57,9 @@ def load_search(name: str, storage: str) -> tuple[optuna.Study | None, str]:
         return None, f"Optuna figures: study {name!r} not found in {storage} ({exc})"
 
 
+SEED = "train.seed"
+
+
 def plot_search(study: optuna.Study, metrics: list[str], out: Path) -> tuple[list[Path], list[str]]:
     """Write Optuna's figures of `study` under `out`; returns (files written, why any figure
     was left out)."""
@@ -77,12 +81,13 @@ def plot_search(study: optuna.Study, metrics: list[str], out: Path) -> tuple[lis
             ),
             f"{study.study_name}: Pareto front (grey: infeasible)",
         ))  # fmt: skip
+    settings = sorted({key for t in complete for key in t.params} - {SEED})
     figures.append((
         "optuna_importances.png",
         lambda: optuna_plots.plot_param_importances(
-            study, **({"target_name": metrics[0]} if len(metrics) == 1 else {})
+            study, params=settings, **({"target_name": metrics[0]} if len(metrics) == 1 else {})
         ),
-        f"{study.study_name}: parameter importances (fANOVA)",
+        f"{study.study_name}: parameter importances (fANOVA; {SEED} left out)",
     ))  # fmt: skip
     written, skipped = [], []
     for name, plot, title in figures:

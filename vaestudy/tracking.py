@@ -39,12 +39,18 @@ TAG_FAILURE_STEP = "vaestudy.failure_step"
 TAG_STOPPED = "vaestudy.stopped_early"
 TAG_INTERRUPTED = "vaestudy.interrupted"  # a killed study's unfinished attempt, run again anew
 TAG_VARIANT = "vaestudy.variant"  # the objective variant's label (vaestudy.study.spec)
-# A finished trial's standing (vaestudy.feasibility), for filtering in the MLflow UI:
+# A finished trial's standing (vaestudy.feasibility), for filtering in the MLflow UI: the
+# verdict, on the test split ...
 TAG_STATE = "vaestudy.state"  # feasible | yardstick only | own only | neither
 TAG_OWN = "vaestudy.satisfies_own"  # "true" / "false"
 TAG_YARDSTICK = "vaestudy.satisfies_yardstick"
 TAG_FEASIBLE = "vaestudy.feasible"
+TAG_VAL_FEASIBLE = "vaestudy.val_feasible"  # ... and feasible on validation: what selection reads
 TAG_SATURATED = "vaestudy.saturated"  # comma-joined names: "target unreachable at this budget"
+# A trial's phase: the search, or the confirmation of a selected trial with a fresh seed.
+TAG_PHASE = "vaestudy.phase"
+SEARCH, CONFIRM = "search", "confirm"
+TAG_CONFIRMS = "vaestudy.confirms"  # a confirmation run: the run id of the trial it confirms
 PARENT = "mlflow.parentRunId"
 TRIAL_CONFIG = "config.yaml"  # a trial run's artifact: its whole config, as `vaestudy train` takes
 TAG_NOTE = "mlflow.note.content"  # a run's description (Markdown) in the MLflow UI
@@ -189,6 +195,18 @@ class TrialRun:
             Metric(f"train/{k}", float(v), ts, step)
             for k, v in row.items()
             if k != "step" and math.isfinite(v)
+        ]
+
+    def add_metrics(self, metrics: dict[str, float], step: int, prefix: str) -> None:
+        """Queue held-out metrics of one evaluation at `step` (`val/<key>`), unless a restored
+        attempt already sent that step."""
+        if step <= self.logged_upto:
+            return
+        ts = now_ms()
+        self._pending += [
+            Metric(f"{prefix}{k}", float(v), ts, step)
+            for k, v in metrics.items()
+            if math.isfinite(v)
         ]
 
     def rewind(self, step: int) -> None:

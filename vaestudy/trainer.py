@@ -7,6 +7,8 @@ interval), which gives one trajectory point: the interval's mean of every metric
 non-finite metric, or a multiplier above `train.max_lambda`) is detected at those points.
 Evaluations (every `eval_every` steps, default once per epoch) also close a trajectory point.
 Without `train.log_every` a run logs about `TRAJECTORY_POINTS` points, whatever its budget.
+Evaluations during training score the validation split (quickly: no IWAE, active units or probe);
+the end scores the validation split and then, once, the test split, fully (`final_result`).
 
 A learned multiplier that sits at its clip for the last 20% of training is *saturated*
 (`vaestudy.feasibility.saturated`); with `train.stop_saturated` training stops as soon as that
@@ -25,7 +27,7 @@ import torch
 from torch import Tensor
 
 from vaestudy.config import RunConfig, TrainConfig
-from vaestudy.data import DeviceData, load_data
+from vaestudy.data import DeviceData, Split, load_data
 from vaestudy.evaluation import evaluate
 from vaestudy.feasibility import saturated
 from vaestudy.likelihoods import make_nll
@@ -72,7 +74,8 @@ def resolve_device(name: str) -> torch.device:
 @dataclass
 class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
-    test: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)  # the verdict: never steers
+    val: dict[str, float] = field(default_factory=dict)  # what the search and selection read
     steps: int = 0
     diverged: Diverged | None = None  # set (and `test` empty) for a vectorised member that diverged
     saturated: list[str] = field(default_factory=list)  # multipliers at their clip at the end
@@ -86,6 +89,8 @@ class Trainer:
         self.cfg = cfg
         tc = cfg.train
         self.device = resolve_device(tc.device)
+        if tc.threads:
+            torch.set_num_threads(tc.threads)
         torch.manual_seed(tc.seed)
         self.data = data if data is not None else load_data(cfg.data, self.device)
         self.model = build_model(cfg.model, self.data.n_classes).to(self.device)
@@ -126,10 +131,14 @@ class Trainer:
     ) -> TrainResult:
         """Train to `total_steps` (continuing from a restored state), then evaluate fully."""
         stopped = self._train_loop(on_log, on_eval)
-        return self._result(self.evaluate(full=True), stopped_saturated=stopped)
+        return self.final_result(stopped_saturated=stopped)
 
-    def _result(self, test: dict[str, float], **extra: Any) -> TrainResult:
-        return TrainResult(list(self.history), test, self.step, saturated=self.saturated(), **extra)
+    def final_result(self, **extra: Any) -> TrainResult:
+        """The run's result: full evaluations of the validation split and of the test split."""
+        val, test = self.evaluate(full=True, split="val"), self.evaluate(full=True, split="test")
+        return TrainResult(
+            list(self.history), test, val=val, steps=self.step, saturated=self.saturated(), **extra
+        )
 
     def saturated(self) -> list[str]:
         """Learned multipliers that sat at their clip over the last 20% of the planned steps."""
@@ -194,16 +203,24 @@ class Trainer:
             )
         return row
 
-    def evaluate(self, full: bool = True) -> dict[str, float]:
-        return evaluate(
-            self.model,
-            self.objective,
-            self.data,
-            self.cfg.train,
-            self.step_t,
-            full=full,
-            log_likelihood=self.cfg.data.log_likelihood,
-        )
+    def evaluate(self, full: bool = True, split: Split = "val") -> dict[str, float]:
+        """Metrics of a held-out split. Its sampling noise (z ~ q(z|x), the IWAE samples) comes
+        from a generator seeded with `data.seed` and leaves training's random stream untouched:
+        a run evaluated every epoch (a study trial) trains exactly as one that is not
+        (`vaestudy train`), and an evaluation gives the same numbers whenever it runs."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.data.seed)
+            return evaluate(
+                self.model,
+                self.objective,
+                self.data,
+                self.cfg.train,
+                self.step_t,
+                split=split,
+                full=full,
+                log_likelihood=self.cfg.data.log_likelihood,
+            )
 
     # -- checkpoints ---------------------------------------------------------------------------
 

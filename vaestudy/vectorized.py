@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from vaestudy.config import RunConfig, load_run_config, member_keys, parse_overrides
-from vaestudy.data import DeviceData
+from vaestudy.data import DeviceData, Split
 from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import ConfigError
 from vaestudy.objectives.base import Output
@@ -217,10 +217,12 @@ class VectorTrainer(Trainer):
                 member.step = self.step
                 member.step_t.fill_(self.step)
 
-    def evaluate(self, full: bool = True) -> dict[str, float]:
-        """Every live member's held-out metrics, keys `<member>/<metric>`."""
+    def evaluate(self, full: bool = True, split: Split = "val") -> dict[str, float]:
+        """Every live member's metrics of a held-out split, keys `<member>/<metric>`."""
         self._sync_members()
-        return {f"{k}/{key}": v for k, m in self._live() for key, v in m.evaluate(full).items()}
+        return {
+            f"{k}/{key}": v for k, m in self._live() for key, v in m.evaluate(full, split).items()
+        }
 
     def fit(  # type: ignore[override]
         self, on_log: LogCallback | None = None, on_eval: EvalCallback | None = None
@@ -231,9 +233,11 @@ class VectorTrainer(Trainer):
             self._train_loop(on_log, on_eval)
         self._sync_members()
         return [
-            m._result(m.evaluate(full=True))
+            m.final_result()
             if k not in self.diverged
-            else m._result({}, diverged=self.diverged[k])
+            else TrainResult(
+                list(m.history), steps=m.step, saturated=m.saturated(), diverged=self.diverged[k]
+            )
             for k, m in enumerate(self.members)
         ]
 

@@ -66,12 +66,12 @@ def _fmt(value: Any) -> str:
 
 
 def constraint_marks(result: dict[str, Any]) -> str:
-    """`recon 101.2/110 ✓` per constraint, from a trial's latest held-out check."""
+    """`recon 101.2/110 ✓` per constraint, from a trial's latest validation check."""
     marks = []
     for key in sorted(result):
-        if key.startswith("test/constraint/"):
-            name = key.removeprefix("test/constraint/")
-            target = result.get(f"test/target/{name}")
+        if key.startswith("val/constraint/"):
+            name = key.removeprefix("val/constraint/")
+            target = result.get(f"val/target/{name}")
             if target is None:
                 continue
             ok = "✓" if result[key] <= target else "✗"

@@ -45,11 +45,21 @@ from vaestudy.stores import (
     uri_child,
     uri_parent,
 )
+from vaestudy.study import confirm
 from vaestudy.study.cluster import check_cluster, check_nodes_reach, start_ray
+from vaestudy.study.confirm import LEDGER_SUFFIX
 from vaestudy.study.console import StudyProgress, mark, tune_callback
 from vaestudy.study.description import study_note
 from vaestudy.study.resume import remembered
-from vaestudy.study.search import ENDED, TUNE_ID, TrialTeller, counts, make_search, tell
+from vaestudy.study.search import (
+    ENDED,
+    TUNE_ID,
+    StudySearch,
+    TrialTeller,
+    counts,
+    make_search,
+    tell,
+)
 from vaestudy.study.spec import Study
 from vaestudy.study.trainables import TrialContext, run_pack, run_trial
 from vaestudy.tracking import (
@@ -102,18 +112,19 @@ class Ledger:
         except KeyError:
             return None
 
-    def remaining(self, study: Study) -> int:
-        """Trials the study still has to run: its budget less the trials that count."""
+    def remaining(self, budget: int) -> int:
+        """Trials still to run: the `budget` less the trials that count."""
         existing = self.load()
         if existing is None:
-            return study.spec.num_trials
+            return budget
         done = [t for t in existing.trials if t.state.is_finished() and counts(t)]
-        return max(0, study.spec.num_trials - len(done))
+        return max(0, budget - len(done))
 
     def uncounted_failures(self) -> int:
         """Optuna trials closed as FAILED without counting (errored, or cut by a killed driver)."""
         existing = self.load()
-        return 0 if existing is None else sum(not counts(t) for t in existing.trials)
+        failed = [] if existing is None else existing.get_trials(states=(TrialState.FAIL,))
+        return sum(not counts(t) for t in failed)
 
 
 def _absolute_data_root(study: Study) -> None:
@@ -182,11 +193,7 @@ def run_study(
         gpu = study.spec.resources.gpu
         if gpu and not ray.cluster_resources().get("GPU"):
             print(f"note: the Ray cluster has no GPU; trials run on CPU (study asked gpu={gpu})")
-            gpu = 0
-        train = run_pack if study.spec.pack > 1 else run_trial
-        trainable = tune.with_resources(
-            tune.with_parameters(train, ctx=ctx), {"cpu": study.spec.resources.cpu, "gpu": gpu}
-        )
+        trainable = _trainable(study, ctx, study.spec.pack)
         grids: list[tune.ResultGrid] = []
         uncounted = ledger.uncounted_failures()
         try:
@@ -202,16 +209,23 @@ def run_study(
                     study, ledger, client, experiment, parent_id, interrupted=True
                 )
             uncounted = ledger.uncounted_failures()
-            if ledger.remaining(study) > 0:
+            budget = study.spec.num_trials
+            if ledger.remaining(budget) > 0:
                 client.set_tag(parent_id, TAG_TUNE_PATH, tune_path)
-                tuner = _new_tuner(study, trainable, ledger, tune_path, progress)
+                search = make_search(study, ledger.storage, ledger.name)
+                tuner = _new_tuner(study, trainable, search, ledger.remaining(budget), tune_path,
+                                   progress)  # fmt: skip
                 grids.append(tuner.fit())
+            # Trials that errored in this session do not count; what else is left was never run.
+            errored_now = ledger.uncounted_failures() - uncounted
+            interrupted = ledger.remaining(budget) > errored_now
+            if study.spec.confirm.seeds and not ledger.remaining(budget):
+                phase = _Confirmation(study, client, experiment, parent_id, ledger, storage)
+                grids += phase.run(ctx, resume, progress)
+                interrupted = phase.interrupted()
         except KeyboardInterrupt:
-            pass  # Tune saved its state; the checks below record what is left to do
+            interrupted = True  # Tune saved its state; --resume continues
         mark("trials")
-        # Trials that errored in this session do not count; what else is left was never run.
-        errored_now = ledger.uncounted_failures() - uncounted
-        interrupted = ledger.remaining(study) > errored_now
         ended_cleanly = {r.metrics["trial_id"] for g in grids for r in g if _clean(r)}
         orphans = close_orphans(client, experiment, parent_id, ended_cleanly)
         finished, failed, errored = _count_children(client, experiment, parent_id)
@@ -233,7 +247,7 @@ def run_study(
             errored,
             interrupted,
             report,
-            to_run=ledger.remaining(study),
+            to_run=ledger.remaining(study.spec.num_trials),
         )
 
 
@@ -301,8 +315,8 @@ def settle_orphaned_trials(
         trial = optuna.Trial(ot, frozen._trial_id)
         if run is not None and ended(run):
             trial.set_user_attr(ENDED, True)
-            test = None if run.info.status == "FAILED" else unprefixed(run.data.metrics, "test/")
-            teller.tell(ot, trial, test, split_names(run.data.tags.get(TAG_SATURATED)))
+            val = None if run.info.status == "FAILED" else unprefixed(run.data.metrics, "val/")
+            teller.tell(ot, trial, val, split_names(run.data.tags.get(TAG_SATURATED)))
         elif interrupted:
             tell(ot, trial, state=TrialState.FAIL)
             if run is not None:
@@ -310,18 +324,83 @@ def settle_orphaned_trials(
                 client.set_terminated(run.info.run_id, status="KILLED")
 
 
+class _Confirmation:
+    """The confirmation phase of a study run (`vaestudy.study.confirm`): its plan, its ledger
+    (`<run>-confirm` beside the search's) and its Tune experiment."""
+
+    def __init__(
+        self,
+        study: Study,
+        client: MlflowClient,
+        experiment: str,
+        parent_id: str,
+        search_ledger: Ledger,
+        storage: str,
+    ) -> None:
+        self.study, self.client, self.experiment, self.parent_id = (
+            study,
+            client,
+            experiment,
+            parent_id,
+        )
+        self.ledger = Ledger(search_ledger.name + LEDGER_SUFFIX, search_ledger.storage)
+        searched = search_ledger.load()
+        assert searched is not None  # the search ran
+        report = build_report(client, study.name, parent_id)
+        self.entries = confirm.plan(study, report, client, searched)
+        self.storage = storage
+        self.uncounted = 0
+
+    def left(self) -> int:
+        return self.ledger.remaining(len(self.entries))
+
+    def interrupted(self) -> bool:
+        """Runs are left that did not error in this session (those run again on --resume)."""
+        return self.left() > self.ledger.uncounted_failures() - self.uncounted
+
+    def run(
+        self, ctx: TrialContext, resume: bool, progress: StudyProgress | None
+    ) -> list[tune.ResultGrid]:
+        """Run the plan's entries the ledger lacks (after settling a killed driver's)."""
+        if resume:
+            settle_orphaned_trials(self.study, self.ledger, self.client, self.experiment,
+                                   self.parent_id, interrupted=True)  # fmt: skip
+        self.uncounted = self.ledger.uncounted_failures()
+        if not self.left():
+            return []
+        search = confirm.make_confirm_search(self.study, self.entries, self.ledger.storage,
+                                             self.ledger.name)  # fmt: skip
+        trainable = _trainable(self.study, ctx, pack=1)
+        tune_path = f"{uri_child(self.storage, self.ledger.name)}-{_now()}"
+        tuner = _new_tuner(self.study, trainable, search, self.left(), tune_path, progress,
+                           scheduler=False)  # fmt: skip
+        return [tuner.fit()]
+
+
+def _trainable(study: Study, ctx: TrialContext, pack: int):
+    """The Tune trainable of one trial (or a pack) with the study's resources."""
+    gpu = study.spec.resources.gpu
+    if gpu and not ray.cluster_resources().get("GPU"):
+        gpu = 0
+    train = run_pack if pack > 1 else run_trial
+    return tune.with_resources(
+        tune.with_parameters(train, ctx=ctx), {"cpu": study.spec.resources.cpu, "gpu": gpu}
+    )
+
+
 def _new_tuner(
     study: Study,
     trainable,
-    ledger: Ledger,
+    search: StudySearch,
+    num_samples: int,
     tune_path: str,
     progress: StudyProgress | None = None,
+    scheduler: bool = True,
 ) -> tune.Tuner:
     spec = study.spec
-    search = make_search(study, ledger.storage, ledger.name)
-    scheduler = None
-    if spec.scheduler is not None:
-        scheduler = ASHAScheduler(
+    asha = None
+    if scheduler and spec.scheduler is not None:
+        asha = ASHAScheduler(
             metric=spec.metrics[0],
             mode=spec.modes[0],
             grace_period=spec.scheduler.grace_period,
@@ -331,8 +410,8 @@ def _new_tuner(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=search,
-            scheduler=scheduler,
-            num_samples=ledger.remaining(study),
+            scheduler=asha,
+            num_samples=num_samples,
             max_concurrent_trials=spec.max_concurrent,
             # A worker process runs trial after trial: torch and friends are imported once.
             reuse_actors=True,

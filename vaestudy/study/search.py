@@ -4,9 +4,10 @@
 
 - every trial that reached its own end (its final report carries `vaestudy/diverged`) is told
   by `TrialTeller`: its study metrics and its constraint values (`vaestudy.feasibility`: own
-  constraints on the test split, saturated multipliers, the yardstick; `study.search_constraints`
-  picks which), set with Optuna's named constraints (`Trial.set_constraint`) before the tell, so
-  TPE and NSGA-II steer toward feasible trials and `best_trial(s)` are feasible ones;
+  constraints on the validation split, saturated multipliers, the yardstick;
+  `study.search_constraints` picks which), set with Optuna's named constraints
+  (`Trial.set_constraint`) before the tell, so TPE and NSGA-II steer toward feasible trials
+  and `best_trial(s)` are feasible ones;
 - a diverged trial is told as COMPLETE with the worst value (±inf) and the constraint
   `diverged` where the sampler reads constraints (tpe, nsga2) and the search sees any: it counts
   as infeasible there; otherwise it is told FAILED, so it never counts as a (fake) objective
@@ -91,6 +92,14 @@ class SearchSpace:
             if isinstance(dist, Choice)
         }
 
+    def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A trial's config params from its Optuna params (choice labels -> the values)."""
+        out = dict(params)
+        for key, labels in self.labels.items():
+            if key in out:
+                out[key] = self.distributions[key].choice[labels.index(out[key])]
+        return out
+
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         resolved: dict[str, Any] = {}
         for key, dist in self.distributions.items():
@@ -109,12 +118,13 @@ class SearchSpace:
 
 def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
     seed = spec.seed
+    startup = {} if spec.startup_trials is None else {"n_startup_trials": spec.startup_trials}
     if spec.kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, **startup)
     if spec.kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.kind == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False, **startup)
     if spec.kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.BruteForceSampler(seed=seed)
@@ -127,7 +137,9 @@ ENDED = "vaestudy_ended"
 def counts(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether an Optuna trial uses up one of the study's trials: all but the FAILED ones that
     did not reach an end (their attempts errored, or a killed driver left them): they are run
-    again."""
+    again; and but the enqueued ones still WAITING to run (`vaestudy.study.confirm`)."""
+    if trial.state == TrialState.WAITING:
+        return False
     return trial.state != TrialState.FAIL or bool(trial.user_attrs.get(ENDED))
 
 
@@ -152,17 +164,18 @@ class TrialTeller:
         self,
         study: optuna.Study,
         trial: optuna.Trial,
-        test: dict[str, float] | None,
+        val: dict[str, float] | None,
         saturated: list[str],
     ) -> None:
-        """`test`: the trial's final test metrics (keys without `test/`), None if it diverged."""
-        values = None if test is None else [test.get(m.removeprefix("test/")) for m in self.metrics]
-        if test is None and self.diverged_infeasible:
+        """`val`: the trial's final validation metrics (keys without `val/`), None if it
+        diverged. The search never sees a test metric."""
+        values = None if val is None else [val.get(m.removeprefix("val/")) for m in self.metrics]
+        if val is None and self.diverged_infeasible:
             values = [math.inf if mode == "min" else -math.inf for mode in self.modes]
         if values is None or None in values:
             tell(study, trial, state=TrialState.FAIL)
             return
-        for key, value in search_constraints(self.scope, test, self.rules, saturated).items():
+        for key, value in search_constraints(self.scope, val, self.rules, saturated).items():
             trial.set_constraint(key, value)
         tell(study, trial, values if len(values) > 1 else values[0])
 
@@ -178,9 +191,10 @@ def tell(study: optuna.Study, trial: optuna.Trial, values: Any = None, **kwargs:
 
 
 def final_outcome(result: dict[str, Any]) -> tuple[dict[str, float] | None, list[str]]:
-    """(test metrics or None if diverged, saturated multipliers) from a trial's final report."""
-    test = None if result[DIVERGED] else unprefixed(result, "test/")
-    return test, split_names(result.get(SATURATED))
+    """(validation metrics or None if diverged, saturated multipliers) from a trial's final
+    report."""
+    val = None if result[DIVERGED] else unprefixed(result, "val/")
+    return val, split_names(result.get(SATURATED))
 
 
 class StudySearch(OptunaSearch):
@@ -268,19 +282,31 @@ class PackSearch(StudySearch):
             super().on_trial_complete(key, own or None, error or not own)
 
 
-def make_search(study: Study, storage_url: str, study_name: str) -> StudySearch:
+def make_search(
+    study: Study,
+    storage_url: str,
+    study_name: str,
+    *,
+    space: Any = None,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    num_trials: int | None = None,
+    pack: int | None = None,
+) -> StudySearch:
+    """The study's search (its space, sampler, budget and pack size), or, with the keyword
+    arguments, another walk over the same metrics and ledger rules (`vaestudy.study.confirm`)."""
     spec = study.spec
     multi = len(spec.metrics) > 1
+    pack = spec.pack if pack is None else pack
     common: dict[str, Any] = {
         "teller": TrialTeller.for_study(study),
-        "space": SearchSpace(study),
+        "space": space or SearchSpace(study),
         "metric": spec.metrics if multi else spec.metrics[0],
         "mode": spec.modes if multi else spec.modes[0],
-        "sampler": make_sampler(spec.sampler),
+        "sampler": sampler or make_sampler(spec.sampler),
         "study_name": study_name,
         "storage": optuna.storages.RDBStorage(storage_url),
-        "num_trials": spec.num_trials,
+        "num_trials": spec.num_trials if num_trials is None else num_trials,
     }
-    if spec.pack > 1:
-        return PackSearch(**common, pack=spec.pack)
+    if pack > 1:
+        return PackSearch(**common, pack=pack)
     return StudySearch(**common)

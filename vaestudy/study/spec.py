@@ -2,7 +2,7 @@
 
     study:
       name: geco
-      metric: test/iwae_nll          # or a list, with a list of modes (multi-objective)
+      metric: val/iwae_nll           # or a list, with a list of modes (multi-objective)
       mode: min
       num_trials: 40
       max_concurrent: 4
@@ -19,14 +19,19 @@
         objective.kl: {choice: [analytic, mc]}
         train.seed: 3                # a fixed value
       constraints:                   # the study's yardstick, the same for every trial
-        - {metric: test/recon, bound: 100, direction: "<="}
+        - {metric: recon, bound: 100, direction: "<="}
       search_constraints: both       # what the search sees: both | own | yardstick | none
 
-Feasibility (`vaestudy.feasibility`): a trial satisfies its own constraints (its objective's, on
-the test split, none saturated), the yardstick (`constraints`), or both (= feasible). The search
-sees the constraints `search_constraints` names as Optuna constraint values, so TPE and NSGA-II
-steer toward them and Optuna's best trial is the best one satisfying them; the report always
-judges by both.
+The test split is for the verdict only. The study's metrics are validation metrics (`val/...`;
+a `test/...` metric is refused, saying why), and yardstick rules name a metric without its split
+(`recon`): the search, the scheduler, Optuna's best trial and every selection read the
+validation split (`data.validation`), and each trial scores the test split once, at its end.
+
+Feasibility (`vaestudy.feasibility`): a trial satisfies its own constraints (its objective's,
+none saturated), the yardstick (`constraints`), or both (= feasible). The search sees the
+constraints `search_constraints` names as Optuna constraint values (on validation), so TPE and
+NSGA-II steer toward them and Optuna's best trial is the best one satisfying them; the report
+always judges by both, on validation to select and on test for the verdict.
 
 When `search` picks among whole objective configs (`objective: {choice: [...]}`), each choice is a
 *variant* with a readable label: its name, and where several choices share a name, the keys in
@@ -52,7 +57,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vaestudy.config import (
     RunConfig,
@@ -118,6 +130,11 @@ _DIST_KEYS = {"uniform": Uniform, "loguniform": LogUniform, "int": IntRange, "ch
 class SamplerSpec(_Spec):
     kind: Literal["tpe", "random", "cmaes", "nsga2", "grid"] = "tpe"
     seed: int = 0
+    startup_trials: int | None = Field(
+        None,
+        ge=0,
+        description="tpe/cmaes: random trials before the model (Optuna's defaults: 10, 1)",
+    )
 
 
 class SchedulerSpec(_Spec):
@@ -138,9 +155,21 @@ class DivergencePolicy(_Spec):
     lr_factor: float = Field(0.3, gt=0, lt=1)
 
 
+class ConfirmSpec(_Spec):
+    """After the search, retrain each variant's selected configuration with `seeds` fresh seeds
+    (`vaestudy.study.confirm`): `first_seed`, `first_seed + 1`, ..., none of which the search
+    may use."""
+
+    seeds: int = Field(0, ge=0, description="fresh seeds per variant (0: no confirmation)")
+    first_seed: int = Field(1000, ge=0)
+
+    def seeds_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+
 class StudySpec(_Spec):
     name: str
-    metric: str | list[str] = "test/iwae_nll"
+    metric: str | list[str] = "val/iwae_nll"
     mode: Literal["min", "max"] | list[Literal["min", "max"]] = "min"
     num_trials: int = Field(20, gt=0)
     max_concurrent: int = Field(2, gt=0)
@@ -153,6 +182,7 @@ class StudySpec(_Spec):
     search_constraints: Scope = "both"
     on_divergence: DivergencePolicy = DivergencePolicy()
     pack: int = Field(1, ge=1, description="trials trained together per Ray Tune trial")
+    confirm: ConfirmSpec = ConfirmSpec()
     checkpoint_interval_s: float = Field(
         30.0,
         ge=0,
@@ -161,6 +191,21 @@ class StudySpec(_Spec):
         "bounds the work a crash loses; each checkpoint costs a state write and Tune's "
         "experiment snapshot",
     )
+
+    @field_validator("metric")
+    @classmethod
+    def _validation_metric(cls, metric: str | list[str]) -> str | list[str]:
+        for name in metric if isinstance(metric, list) else [metric]:
+            bare = name.split("/", 1)[1] if name.startswith("test/") else None
+            if bare is not None:
+                raise ValueError(
+                    f"{name!r}: the test split is for the verdict only; the search and every "
+                    f"selection read the validation split: write val/{bare} (the report shows "
+                    f"test/{bare} of what it selects)"
+                )
+            if not name.startswith("val/"):
+                raise ValueError(f"{name!r}: a validation metric, e.g. val/{name}")
+        return metric
 
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
@@ -180,10 +225,10 @@ class StudySpec(_Spec):
             raise ValueError("search_constraints: yardstick needs a `constraints` list")
         if self.pack > 1 and self.on_divergence.retries:
             raise ValueError("pack > 1: on_divergence.retries must be 0 (a member fails alone)")
-        if self.scheduler and metrics[0].removeprefix("test/") in FULL_EVAL_ONLY:
+        if self.scheduler and metrics[0].removeprefix("val/") in FULL_EVAL_ONLY:
             raise ValueError(
                 f"metric {metrics[0]} is computed only at the end; a scheduler needs one "
-                "available at every evaluation (e.g. test/elbo)"
+                "available at every evaluation (e.g. val/elbo)"
             )
         return self
 
@@ -196,10 +241,15 @@ class StudySpec(_Spec):
         return self.mode if isinstance(self.mode, list) else [self.mode]
 
 
-# Test metrics that only the final (full) evaluation computes.
+# Held-out metrics that only the final (full) evaluation computes.
 # The search adds each trial's Optuna trial number to its sampled parameters under this key:
 # it names the trial's MLflow run (`<variant> #<number>`) and its row in the progress table.
 TRIAL_NUMBER = "vaestudy_trial_number"
+# A confirmation run's params carry which trial it confirms (`vaestudy.study.confirm`) and the
+# index of its plan entry. Params named `vaestudy_...` are about the trial, not its config.
+CONFIRMS = "vaestudy_confirms"
+CONFIRM_INDEX = "vaestudy_confirm_index"
+META_PREFIX = "vaestudy_"
 FULL_EVAL_ONLY = {"iwae_nll", "active_units", "probe_acc", "probe_chance"}
 _ALWAYS = {"elbo", "kl", "recon", *FULL_EVAL_ONLY}
 
@@ -273,7 +323,7 @@ class Study:
     def trial_raw(self, params: dict[str, Any]) -> dict[str, Any]:
         raw = copy.deepcopy(self.template)
         for key, value in {**self.fixed, **params}.items():
-            if key != TRIAL_NUMBER:
+            if not key.startswith(META_PREFIX):
                 set_dotted(raw, key, copy.deepcopy(value))
         return raw
 
@@ -294,6 +344,7 @@ class Study:
                         f"{self.source}: study.search.{key}: value {value!r} gives an invalid "
                         f"trial:\n{detail}"
                     ) from None
+        self._check_confirm_seeds(base)
         if self.spec.pack > 1:
             self._check_packable(base)
             if base.train.stop_saturated:
@@ -302,17 +353,34 @@ class Study:
                     "computation, so stopping one saves nothing; use it with pack: 1"
                 )
         known = self.known_metrics(base)
-        for metric in [*self.spec.metrics, *(c.metric for c in self.spec.constraints)]:
+        for metric in [*self.spec.metrics, *(f"val/{c.metric}" for c in self.spec.constraints)]:
             if metric not in known:
                 why = (
                     f" (data.pixels: {base.data.pixels} is not a log-likelihood)"
-                    if metric == "test/iwae_nll"
+                    if metric == "val/iwae_nll"
                     else ""
                 )
                 raise ConfigError(
                     f"{self.source}: study: unknown metric {metric!r}{why}; this study's trials "
                     f"report {', '.join(sorted(known))}"
                 )
+
+    def _check_confirm_seeds(self, base: RunConfig) -> None:
+        """Confirmation seeds must be fresh: none of them may be a seed the search uses."""
+        fresh = set(self.spec.confirm.seeds_list())
+        dist = self.distributions.get("train.seed")
+        if isinstance(dist, IntRange):
+            used = set(range(dist.int[0], dist.int[1] + 1, dist.step))
+        elif isinstance(dist, Choice):
+            used = set(dist.choice)
+        else:
+            used = {self.fixed.get("train.seed", base.train.seed)}
+        if fresh & used:
+            raise ConfigError(
+                f"{self.source}: study.confirm.first_seed: the confirmation seeds "
+                f"{sorted(fresh)} overlap the search's train.seed values "
+                f"({sorted(fresh & used)}); confirmation needs seeds the search never used"
+            )
 
     def _check_packable(self, base: RunConfig) -> None:
         allowed = member_keys(base)
@@ -337,17 +405,18 @@ class Study:
         return out
 
     def known_metrics(self, base: RunConfig) -> set[str]:
-        """Test metrics any trial of this study reports (over every objective it may pick)."""
+        """Validation metrics any trial of this study reports (over every objective it may
+        pick)."""
         names = {base.objective.name}
         objective_dist = self.distributions.get("objective")
         if isinstance(objective_dist, Choice):
             names |= {o["name"] for o in objective_dist.choice if isinstance(o, dict)}
-        known = {f"test/{m}" for m in _ALWAYS}
+        known = {f"val/{m}" for m in _ALWAYS}
         if not base.data.log_likelihood:  # the IWAE bound needs −log p(x|z)
-            known.discard("test/iwae_nll")
+            known.discard("val/iwae_nll")
         for name in names:
             for c in config_classes()[name].constraint_names:
-                known |= {f"test/constraint/{c}", f"test/satisfied/{c}"}
+                known |= {f"val/constraint/{c}", f"val/satisfied/{c}"}
         return known
 
 

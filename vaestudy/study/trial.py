@@ -6,12 +6,15 @@ under `member<i>/` (and the pack's best under the study metric, for Tune's progr
 
 - Resolves the trial config from the study template and the sampled parameters.
 - Opens (or, after a retry or restore, reopens) its MLflow child run by Tune trial id.
-- Trains; at every evaluation it flushes the trajectory to MLflow and reports the held-out
-  metrics to Tune (for the searcher and the scheduler), with a Tune checkpoint of the full
-  training state when `study.checkpoint_interval_s` has passed since the last one.
-- At the end it logs the test metrics and the artifacts (samples, reconstructions, trajectory
-  plot, model weights), tags the run with where it stands (`vaestudy.feasibility`: satisfies its
-  own constraints, the yardstick, feasible; saturated multipliers) and finishes the run. A trial
+- Trains; at every evaluation it logs the validation metrics (`val/...`) with the trajectory to
+  MLflow and reports them to Tune (for the searcher and the scheduler), with a Tune checkpoint of
+  the full training state when `study.checkpoint_interval_s` has passed since the last one.
+- At the end it logs the validation and the test metrics (`val/...`, `test/...`; the test split
+  is scored only here, and Tune and Optuna never see it) and the artifacts (samples,
+  reconstructions, trajectory plot, model weights), tags the run with where it stands
+  (`vaestudy.feasibility`: the verdict on test, `vaestudy.feasibility`, `vaestudy.feasible`, ...;
+  and on validation, `vaestudy.val_feasible`, which selection reads; saturated multipliers) and
+  finishes the run. A trial
   that `train.stop_saturated` stopped early ends the same way, tagged `vaestudy.stopped_early`.
 - A diverged trial (non-finite loss or runaway multiplier) is marked FAILED in MLflow with the
   reason and step, reported to Tune with `vaestudy/diverged` (the search tells Optuna: see
@@ -42,19 +45,24 @@ from vaestudy.feasibility import WORST, judge
 from vaestudy.image_grids import save_reconstructions, save_samples
 from vaestudy.plots import plot_trajectories
 from vaestudy.study.search import DIVERGED, SATURATED, member_key, member_prefix
-from vaestudy.study.spec import TRIAL_NUMBER, Study
+from vaestudy.study.spec import CONFIRMS, TRIAL_NUMBER, Study
 from vaestudy.study.trainables import TrialContext
 from vaestudy.tracking import (
+    CONFIRM,
+    SEARCH,
+    TAG_CONFIRMS,
     TAG_FAILURE,
     TAG_FAILURE_STEP,
     TAG_FEASIBLE,
     TAG_MODEL,
     TAG_OBJECTIVE,
     TAG_OWN,
+    TAG_PHASE,
     TAG_SATURATED,
     TAG_STATE,
     TAG_STOPPED,
     TAG_STUDY,
+    TAG_VAL_FEASIBLE,
     TAG_VARIANT,
     TAG_YARDSTICK,
     TRIAL_CONFIG,
@@ -94,11 +102,12 @@ def errors_recorded(runs: Sequence[TrialRun]) -> Iterator[None]:
 TAG_RESTORED = "vaestudy.restored_from_step"  # set when a retry resumed from a checkpoint
 
 
-def _tune_metrics(study: Study, test: dict[str, float], row: dict[str, float]) -> dict[str, Any]:
-    """Test and train metrics for Tune. Evaluations during training are quick (no IWAE, active
-    units or probe: the scheduler's metric never needs them, `spec.py` checks); a study metric
-    they lack is reported as ±WORST, which Tune requires and the search does not pass on."""
-    out: dict[str, Any] = {f"test/{k}": v for k, v in test.items()}
+def _tune_metrics(study: Study, val: dict[str, float], row: dict[str, float]) -> dict[str, Any]:
+    """Validation and train metrics for Tune (never test metrics: Tune's searcher and scheduler
+    steer). Evaluations during training are quick (no IWAE, active units or probe: the
+    scheduler's metric never needs them, `spec.py` checks); a study metric they lack is reported
+    as ±WORST, which Tune requires and the search does not pass on."""
+    out: dict[str, Any] = {f"val/{k}": v for k, v in val.items()}
     out.update({f"train/{k}": v for k, v in row.items()})
     for metric, mode in zip(study.spec.metrics, study.spec.modes, strict=True):
         out.setdefault(metric, WORST if mode == "min" else -WORST)
@@ -110,12 +119,17 @@ def _open_run(
 ) -> tuple[TrialRun, RunConfig]:
     """The trial's config and child run, created or reopened (see `TrialRun.open`), params
     logged."""
-    cfg = ctx.study.trial_config(params)
+    cfg = with_threads(ctx.study.trial_config(params))
     client = MlflowClient(ctx.tracking_uri)
     variant = ctx.study.variant(params)
-    if TRIAL_NUMBER in params:  # Optuna's trial number: `geco #3`
+    confirms = params.get(CONFIRMS)
+    if confirms is not None:  # a confirmation run: `geco #3 seed 1000`
+        trial_name = f"{confirms['trial']} seed {confirms['seed']}"
+    elif TRIAL_NUMBER in params:  # Optuna's trial number: `geco #3`
         trial_name = f"{variant} #{params[TRIAL_NUMBER]}"
     tags = {
+        TAG_PHASE: SEARCH if confirms is None else CONFIRM,
+        **({TAG_CONFIRMS: confirms["run_id"]} if confirms else {}),
         TAG_STUDY: ctx.study.name,
         TAG_OBJECTIVE: cfg.objective.name,
         TAG_VARIANT: variant,
@@ -133,12 +147,21 @@ def _open_run(
     return run, cfg
 
 
+def with_threads(cfg: RunConfig) -> RunConfig:
+    """The config with the CPU thread count this worker trains with (Ray sets it from the
+    trial's CPUs), so the logged config repeats the trial's float sums exactly."""
+    if cfg.train.threads is not None:
+        return cfg
+    train = cfg.train.model_copy(update={"threads": torch.get_num_threads()})
+    return cfg.model_copy(update={"train": train})
+
+
 def _closed_report(study: Study, run: TrialRun) -> dict[str, Any]:
     """What MLflow holds for a run that ended in an earlier attempt (Tune replays a trial that
     ended after its last saved experiment state: it is not trained again)."""
     assert run.closed is not None
-    test = unprefixed(run.closed.data.metrics, "test/")
-    return _tune_metrics(study, test, {}) | {
+    val = unprefixed(run.closed.data.metrics, "val/")
+    return _tune_metrics(study, val, {}) | {
         DIVERGED: int(run.closed.info.status == "FAILED"),
         SATURATED: run.closed.data.tags.get(TAG_SATURATED, ""),
     }
@@ -176,12 +199,13 @@ class Reporter:
 
 
 def final_report(study: Study, result: TrainResult | None) -> dict[str, Any]:
-    """A trial's last report to Tune, which the search tells Optuna (`TrialTeller`): the test
-    metrics, `vaestudy/diverged` and `vaestudy/saturated`. `result` None: it diverged."""
+    """A trial's last report to Tune, which the search tells Optuna (`TrialTeller`): the
+    validation metrics, `vaestudy/diverged` and `vaestudy/saturated`. `result` None: it
+    diverged."""
     if result is None:
         return _tune_metrics(study, {}, {}) | {DIVERGED: 1}
     row = result.history[-1] if result.history else {}
-    return _tune_metrics(study, result.test, row) | {
+    return _tune_metrics(study, result.val, row) | {
         DIVERGED: 0,
         SATURATED: ",".join(result.saturated),
     }
@@ -195,18 +219,21 @@ def _fail(study: Study, run: TrialRun, exc: Diverged) -> dict[str, Any]:
 
 
 def _finish(study: Study, run: TrialRun, trainer: Trainer, result: TrainResult) -> dict[str, Any]:
-    """Log a finished trial's test metrics, artifacts and standing, close its run; its report
-    for Tune."""
+    """Log a finished trial's validation and test metrics, artifacts and standing, close its
+    run; its report for Tune."""
     run.flush()
-    run.log_final(result.test, result.steps)
+    run.log_final(result.val, result.steps, prefix="val/")
+    run.log_final(result.test, result.steps, prefix="test/")
     _log_artifacts(run, trainer, study.name)
     verdict = judge(result.test, study.spec.constraints, result.saturated)
+    selectable = judge(result.val, study.spec.constraints, result.saturated)
     saturated = ",".join(result.saturated)
     tags = {
         TAG_STATE: verdict.state,
         TAG_OWN: str(verdict.own).lower(),
         TAG_YARDSTICK: str(verdict.yardstick).lower(),
         TAG_FEASIBLE: str(verdict.feasible).lower(),
+        TAG_VAL_FEASIBLE: str(selectable.feasible).lower(),
     }
     if saturated:
         tags[TAG_SATURATED] = saturated
@@ -238,6 +265,7 @@ def _train(study: Study, cfg: RunConfig, run: TrialRun) -> None:
 
     def on_eval(step: int, quick: dict[str, float]) -> None:
         nonlocal last_good
+        run.add_metrics(quick, step, "val/")
         run.flush(strict=False)  # a tracking outage must not stop training
         last_good = trainer.save_bytes()  # in memory: where a divergence restart goes back to
         report(_tune_metrics(study, quick, trainer.history[-1]), lambda: last_good)
@@ -305,7 +333,8 @@ def _train_pack(study: Study, cfgs: list[RunConfig], runs: list[TrialRun]) -> No
                 run.add_row(own)
 
     def on_eval(step: int, quick: dict[str, float]) -> None:
-        for run in runs:
+        for i, run in enumerate(runs):
+            run.add_metrics(member_view(quick, i), step, "val/")
             run.flush(strict=False)
         reports = [
             _tune_metrics(study, member_view(quick, i), member.history[-1])
@@ -334,7 +363,7 @@ def _log_artifacts(run: TrialRun, trainer: Trainer, study_name: str) -> None:
         save_samples(trainer.model, folder / "samples.png")
         save_reconstructions(trainer.model, trainer.data, folder / "reconstructions.png")
         plot_trajectories(
-            trainer.history, folder / "trajectories.png", f"{study_name}: {run.run_id[:8]}"
+            [trainer.history], folder / "trajectories.png", f"{study_name}: {run.run_id[:8]}"
         )
         weights = {"model": trainer.model.state_dict(), "objective": trainer.objective.state_dict()}
         torch.save(weights, folder / "model.pt")

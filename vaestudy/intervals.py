@@ -1,0 +1,95 @@
+"""How sure: 95% intervals for the rates and means a study reports, and which differences between
+variants the data resolve.
+
+- A rate k/n (runs that satisfy their constraints): the Wilson score interval (Wilson 1927;
+  Brown, Cai & DasGupta 2001 recommend it over the normal approximation for small n), with
+  z = Φ⁻¹(0.975): centre (k + z²/2)/(n + z²), half-width z·sqrt(k(n−k)/n + z²/4)/(n + z²).
+  5/5 gives [0.57, 1]; 2/2 gives [0.34, 1]: two seeds say very little.
+- A mean of n runs: mean ± t_{0.975, n−1}·s/√n (Student's t; t = 2.776 for n = 5, 12.71 for
+  n = 2). One run has no interval (NaN half-width).
+- Two variants' means: Welch's unequal-variance t-test; a difference with p >= 0.05 is a tie.
+
+Units are those of the metric (nats per example for KL, recon, IWAE NLL).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+LEVEL = 0.95
+_Z = float(stats.norm.ppf(0.5 + LEVEL / 2))
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+    def text(self, digits: int = 2) -> str:
+        if math.isnan(self.low):
+            return "[n/a]"
+        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def wilson(k: int, n: int) -> Interval:
+    """The 95% Wilson score interval of a rate of k successes in n runs ([0, 1] for n = 0)."""
+    if n == 0:
+        return Interval(0.0, 1.0)
+    z2 = _Z * _Z
+    centre = (k + z2 / 2) / (n + z2)
+    half = _Z * math.sqrt(k * (n - k) / n + z2 / 4) / (n + z2)
+    return Interval(max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """A mean of n runs with its 95% t interval: mean ± half."""
+
+    mean: float
+    half: float
+    n: int
+
+    @property
+    def interval(self) -> Interval:
+        return Interval(self.mean - self.half, self.mean + self.half)
+
+    def text(self) -> str:
+        if self.n == 0:
+            return "-"
+        if math.isnan(self.half):
+            return f"{self.mean:.4g} (n=1)"
+        return f"{self.mean:.4g} ± {self.half:.2g}"
+
+
+def mean_ci(values: Sequence[float]) -> MeanCI:
+    """The mean of `values` (finite ones) with its 95% Student-t half-width."""
+    xs = [float(v) for v in values if math.isfinite(v)]
+    n = len(xs)
+    if n == 0:
+        return MeanCI(math.nan, math.nan, 0)
+    mean = sum(xs) / n
+    if n == 1:
+        return MeanCI(mean, math.nan, 1)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    return MeanCI(mean, float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * sd / math.sqrt(n), n)
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test that `a` and `b` have the same mean (NaN when either
+    has fewer than two runs; 1 when both are constant and equal, 0 when constant and unequal)."""
+    xa = [float(v) for v in a if math.isfinite(v)]
+    xb = [float(v) for v in b if math.isfinite(v)]
+    if len(xa) < 2 or len(xb) < 2:
+        return math.nan
+    if max(xa) == min(xa) and max(xb) == min(xb):
+        return 1.0 if xa[0] == xb[0] else 0.0
+    return float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
+
+
+def resolved(p: float) -> bool:
+    """Whether a difference with Welch p-value `p` is resolved at the 95% level."""
+    return math.isfinite(p) and p < 1 - LEVEL
