@@ -335,7 +335,7 @@ def test_figures_carry_the_confirmation(confirmed_study):
     constraint has it, a y-range around the target (the first-step spike clipped)."""
     report = build_report(confirmed_study, "confirmed")
     (variant, run_ids, title), *_ = trajectory_runs(report)
-    assert variant == "a" and len(run_ids) == 3 and "3 confirmation seeds" in title
+    assert variant == "a" and len(run_ids) == 3 and title.startswith("a #0: 3 confirmation seeds")
     histories = []
     for run_id in run_ids:
         keys = [k for k in confirmed_study.get_run(run_id).data.metrics

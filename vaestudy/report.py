@@ -563,7 +563,7 @@ def trajectory_runs(report: Report) -> list[tuple[str, list[str], str]]:
         if len(confirmed):
             picked = confirmed["confirms"].iloc[0]
             name = report.trials.set_index("run_id").loc[picked, "trial"]
-            title = f"{row.variant}: {name}, {len(confirmed)} confirmation seeds (band: min–max)"
+            title = f"{name}: {len(confirmed)} confirmation seeds (band: min–max)"
             out.append((row.variant, confirmed["run_id"].tolist(), title))
             continue
         if row.selected:

@@ -6,8 +6,8 @@ its best finished one when none is feasible) with N seeds the search never used
 (`confirm.first_seed`, `first_seed + 1`, ...; only `train.seed` changes: the data, and so the
 validation split, stay as they were). These runs are trials of the same study run: MLflow child
 runs tagged `vaestudy.phase = confirm` and `vaestudy.confirms = <the selected trial's run id>`,
-named `<trial> seed <s>`. Their test metrics are the study's verdict with its uncertainty
-(`vaestudy.report.confirmation_table`, `vaestudy.intervals`).
+named `<variant> #<the trial's number> seed <s>`. Their test metrics are the study's verdict
+with its uncertainty (`vaestudy.report.confirmation_table`, `vaestudy.intervals`).
 
 The ledger is a second Optuna study, `<run>-confirm`, in the same storage, with one parameter:
 the index of a plan entry (which trial, which seed). Every entry that has not run (or whose
@@ -65,10 +65,10 @@ def plan(
     seeds = study.spec.confirm.seeds_list()
     out = []
     for pick in selected_trials(report):
-        tune_id = client.get_run(pick["run_id"]).data.tags[TAG_TRIAL]
-        params = space.resolve(by_tune_id[tune_id].params)
+        searched = by_tune_id[client.get_run(pick["run_id"]).data.tags[TAG_TRIAL]]
+        params = space.resolve(searched.params)
         for seed in seeds:
-            confirm = {"run_id": pick["run_id"], "trial": pick["trial"], "seed": seed}
+            confirm = {"run_id": pick["run_id"], "number": searched.number, "seed": seed}
             out.append({**copy.deepcopy(params), "train.seed": seed, CONFIRMS: confirm})
     return out
 

@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from vaestudy.study.spec import TRIAL_NUMBER, Study
+from vaestudy.study.spec import Study, trial_label
 
 _COLUMNS = ("trial", "variant", "status", "step", "loss", "constraints", "λ")
 _LIBRARIES = ("vaestudy", "ray", "optuna", "mlflow", "alembic", "urllib3", "py.warnings")
@@ -121,8 +121,7 @@ class StudyProgress:
         fields.setdefault("status", "starting")
         if not self.rows:
             mark("first trial started")
-        number = config.get(TRIAL_NUMBER)  # Optuna's, as in the MLflow run name
-        label = f"#{number}" if number is not None else str(len(self.rows) + 1)
+        label = trial_label(config) or str(len(self.rows) + 1)  # as in the MLflow run name
         row = self.rows.setdefault(trial_id, {"trial": label})
         if "variant" not in row:
             try:

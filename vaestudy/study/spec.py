@@ -420,6 +420,17 @@ class Study:
         return known
 
 
+def trial_label(params: dict[str, Any]) -> str | None:
+    """A trial's label from its params: `#3` (its Optuna trial number), or `#3 seed 1000` for
+    the confirmation of trial #3 with seed 1000; None outside a study. Its MLflow run is named
+    `<variant> <label>`."""
+    confirms = params.get(CONFIRMS)
+    if confirms is not None:
+        return f"#{confirms['number']} seed {confirms['seed']}"
+    number = params.get(TRIAL_NUMBER)
+    return None if number is None else f"#{number}"
+
+
 def _short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 

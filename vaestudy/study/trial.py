@@ -45,7 +45,7 @@ from vaestudy.feasibility import WORST, judge
 from vaestudy.image_grids import save_reconstructions, save_samples
 from vaestudy.plots import plot_trajectories
 from vaestudy.study.search import DIVERGED, SATURATED, member_key, member_prefix
-from vaestudy.study.spec import CONFIRMS, TRIAL_NUMBER, Study
+from vaestudy.study.spec import CONFIRMS, Study, trial_label
 from vaestudy.study.trainables import TrialContext
 from vaestudy.tracking import (
     CONFIRM,
@@ -123,10 +123,9 @@ def _open_run(
     client = MlflowClient(ctx.tracking_uri)
     variant = ctx.study.variant(params)
     confirms = params.get(CONFIRMS)
-    if confirms is not None:  # a confirmation run: `geco #3 seed 1000`
-        trial_name = f"{confirms['trial']} seed {confirms['seed']}"
-    elif TRIAL_NUMBER in params:  # Optuna's trial number: `geco #3`
-        trial_name = f"{variant} #{params[TRIAL_NUMBER]}"
+    label = trial_label(params)  # `geco #3`; a confirmation run: `geco #3 seed 1000`
+    if label is not None:
+        trial_name = f"{variant} {label}"
     tags = {
         TAG_PHASE: SEARCH if confirms is None else CONFIRM,
         **({TAG_CONFIRMS: confirms["run_id"]} if confirms else {}),
