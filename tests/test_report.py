@@ -258,6 +258,10 @@ def test_the_parent_run_carries_the_answer(known_study):
     assert m["best_feasible/val/iwae_nll"] == 97 and m["best_feasible/test/recon"] == 95
     assert "geco 2/6" in tags["vaestudy.answer"]
     assert "selected: lin (val/iwae_nll 97, test/iwae_nll 97)" in tags["vaestudy.answer"]
+    table = answer_table(report).set_index("variant")
+    assert table.loc[LINEAR, "selected"] == "lin" and table.loc["geco", "test/iwae_nll"] == 105
+    printed = table.reset_index().to_markdown(index=False, floatfmt=".4g")
+    assert max(len(line) for line in printed.splitlines()) <= 120
 
 
 def test_unknown_and_empty_studies_get_a_clear_message(known_study, server, capsys):

@@ -669,7 +669,11 @@ def answer_table(report: Report) -> pd.DataFrame:
         out[report.test_metric] = [f"{m:.4g} ± {h:.2g}" for m, h in zip(c[mean], half, strict=True)]
         return out
     s = report.summary
-    out = s[["variant", "trials", "feasible", "selected"]].copy()
+    out = s[["variant", "trials", "feasible"]].copy()
+    out["selected"] = [  # `geco #3` -> `#3`: the variant is in its own column
+        name.removeprefix(variant).strip() for variant, name in zip(s["variant"], s["selected"],
+                                                                    strict=True)
+    ]  # fmt: skip
     out[report.metric] = s[f"selected {report.metric}"]
     out[report.test_metric] = s[f"selected {report.test_metric}"]
     return out
