@@ -24,7 +24,7 @@ from tests.test_open_tools import FEASIBLE_GECO
 from tests.test_study import write_study
 
 TRIALS = 4
-STEPS = 3000  # 4,000 images / batch 40 = 100 steps per epoch, 30 epochs
+STEPS = 2700  # 3,600 images (400 more for validation) / batch 40 = 90 steps per epoch, 30 epochs
 SETTINGS = [
     "train.batch_size=40",
     "train.epochs=30",

@@ -53,17 +53,6 @@ class MeanCI:
     half: float
     n: int
 
-    @property
-    def interval(self) -> Interval:
-        return Interval(self.mean - self.half, self.mean + self.half)
-
-    def text(self) -> str:
-        if self.n == 0:
-            return "-"
-        if math.isnan(self.half):
-            return f"{self.mean:.4g} (n=1)"
-        return f"{self.mean:.4g} ± {self.half:.2g}"
-
 
 def mean_ci(values: Sequence[float]) -> MeanCI:
     """The mean of `values` (finite ones) with its 95% Student-t half-width."""

@@ -163,6 +163,17 @@ class Report:
         search = self.search_trials()
         return _best(search[search["val_feasible"]], self.metric, self.mode)
 
+    def selection(self, variant: str) -> tuple[pd.Series | None, bool]:
+        """A variant's selected search trial and whether it is feasible on validation: its best
+        trial feasible there by the study's first metric, else its best finished one (False),
+        else None."""
+        search = self.search_trials()
+        group = search[(search["variant"] == variant) & search["status"].isin(WITH_TEST)]
+        best = _best(group[group["val_feasible"]], self.metric, self.mode)
+        if best is not None:
+            return best, True
+        return _best(group, self.metric, self.mode), False
+
     def best_finished(self) -> pd.Series | None:
         """The search's best trial with final metrics by the study's first metric, feasible or
         not."""
@@ -557,7 +568,6 @@ def trajectory_runs(report: Report) -> list[tuple[str, list[str], str]]:
     selected trial (or, when none is feasible on validation, its best finished one)."""
     out = []
     trials = report.trials[report.trials["status"].isin(WITH_TEST)]
-    search = trials[trials["phase"] == SEARCH].set_index("trial", drop=False)
     for row in report.summary.itertuples():
         confirmed = trials[(trials["phase"] == CONFIRM) & (trials["variant"] == row.variant)]
         if len(confirmed):
@@ -566,12 +576,10 @@ def trajectory_runs(report: Report) -> list[tuple[str, list[str], str]]:
             title = f"{name}: {len(confirmed)} confirmation seeds (band: min–max)"
             out.append((row.variant, confirmed["run_id"].tolist(), title))
             continue
-        if row.selected:
-            best, title = search.loc[row.selected], f"{row.variant}: selected trial"
-        else:
-            group = search[search["variant"] == row.variant]
-            best = _best(group, report.metric, report.mode)
-            title = f"{row.variant}: none feasible on val; best finished"
+        best, feasible = report.selection(row.variant)
+        title = f"{row.variant}: " + (
+            "selected trial" if feasible else "none feasible on val; best finished"
+        )
         if best is not None:
             out.append((row.variant, [best["run_id"]], f"{title} ({best['trial']})"))
     return out

@@ -24,6 +24,7 @@ import copy
 from typing import Any
 
 import optuna
+import pandas as pd
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -35,24 +36,10 @@ from vaestudy.tracking import TAG_TRIAL
 LEDGER_SUFFIX = "-confirm"  # the confirmation ledger's Optuna study: `<run name>-confirm`
 
 
-def selected_trials(report: Report) -> list[dict[str, Any]]:
-    """Per variant, the search trial that confirmation retrains: (run id, trial name)."""
-    search = report.search_trials()
-    out = []
-    for row in report.summary.itertuples():
-        if row.selected:
-            pick = search[search["trial"] == row.selected].iloc[0]
-        else:  # none feasible on validation: its best finished trial, so the rates say so
-            done = search[(search["variant"] == row.variant) & search["status"].isin(_ENDED)]
-            if not len(done):
-                continue
-            values = done[report.metric]
-            pick = done.loc[values.idxmin() if report.mode == "min" else values.idxmax()]
-        out.append({"run_id": pick["run_id"], "trial": pick["trial"]})
-    return out
-
-
-_ENDED = ("finished", "stopped: saturated")
+def selected_trials(report: Report) -> list[pd.Series]:
+    """Per variant, the search trial that confirmation retrains (`Report.selection`)."""
+    picks = [report.selection(variant)[0] for variant in report.summary["variant"]]
+    return [pick for pick in picks if pick is not None]
 
 
 def plan(
