@@ -337,12 +337,8 @@ class _Confirmation:
         search_ledger: Ledger,
         storage: str,
     ) -> None:
-        self.study, self.client, self.experiment, self.parent_id = (
-            study,
-            client,
-            experiment,
-            parent_id,
-        )
+        self.study, self.client = study, client
+        self.experiment, self.parent_id = experiment, parent_id
         self.ledger = Ledger(search_ledger.name + LEDGER_SUFFIX, search_ledger.storage)
         searched = search_ledger.load()
         assert searched is not None  # the search ran
