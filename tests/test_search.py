@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 
 import optuna
 import pytest
@@ -13,9 +14,11 @@ from optuna.trial import TrialState
 
 from tests.conftest import REPO
 from vaestudy.study.search import DIVERGED, SATURATED, make_search
-from vaestudy.study.spec import load_study
+from vaestudy.study.spec import VARIANT_SEP, extremes, load_study
 
 GECO = REPO / "studies" / "geco.yaml"  # metric val/kl (min); yardstick recon <= 110
+# 8 objective variants, 3 trials each, TPE over each variant's own keys; metric val/iwae_nll
+CPU_COMPARE = REPO / "studies" / "cpu" / "compare.yaml"
 
 
 def final(kl: float, recon: float, kappa: float, saturated: str = "") -> dict:
@@ -30,8 +33,8 @@ def final(kl: float, recon: float, kappa: float, saturated: str = "") -> dict:
     }
 
 
-def searcher(tmp_path, *overrides: str):
-    study = load_study(GECO, list(overrides))
+def searcher(tmp_path, *overrides: str, path=GECO):
+    study = load_study(path, list(overrides))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     search = make_search(study, storage, "s")
     return search, lambda: optuna.load_study(study_name="s", storage=storage)
@@ -158,3 +161,59 @@ def test_an_exhausted_grid_is_no_error(tmp_path):
     for tid in ("a", "b"):
         search.on_trial_complete(tid, final(kl=2.0, recon=95.0, kappa=100.0))
     assert [t.state for t in ot().trials] == [TrialState.COMPLETE] * 2
+
+
+def test_every_variant_gets_exactly_its_budget_over_its_own_keys(tmp_path):
+    """`budget_per_variant: 3` over 8 variants: 24 trials, 3 per variant whatever TPE would
+    prefer (the first trial's value is far better than the rest), each sampling only its own
+    variant's keys within their bounds; a trial whose attempts errored is run again in its
+    variant, and the budget is then spent."""
+    study = load_study(CPU_COMPARE)
+    search, ot = searcher(tmp_path, path=CPU_COMPARE)
+    assert study.spec.num_trials == 3 * len(study.variants) == 24
+    own = dict(zip(study.variants, study.variant_distributions, strict=True))
+    configs = {}
+    for i in range(25):
+        tid = f"t{i}"
+        configs[tid] = config = search.suggest(tid)
+        variant = study.variant(config)
+        trial_config = study.trial_config(config).model_dump(mode="json")
+        searched = {k.split(VARIANT_SEP)[0] for k in config if VARIANT_SEP in k}
+        assert searched == set(own[variant])  # its own keys, no other variant's
+        for key, dist in own[variant].items():
+            node = trial_config
+            for part in key.split("."):
+                node = node[int(part) if isinstance(node, list) else part]
+            low, high = extremes(dist)[0], extremes(dist)[-1]
+            assert low <= node <= high and node == config[f"{key}{VARIANT_SEP}{variant}"]
+        if i == 3:  # an infrastructure error: not a result, run again
+            search.on_trial_complete(tid, {"val/iwae_nll": 90.0}, error=True)
+            continue
+        nll = 90.0 if i == 0 else 200.0
+        search.on_trial_complete(tid, {"val/iwae_nll": nll, "val/recon": 80.0, "val/kl": 9.0,
+                                       DIVERGED: 0, SATURATED: ""})  # fmt: skip
+    assert search.suggest("t25") == search.FINISHED
+    assert study.variant(configs["t4"]) == study.variant(configs["t3"])  # run again next
+    told = [t for t in ot().trials if t.state == TrialState.COMPLETE]
+    per_variant = Counter(study.variant(search._space.resolve(t.params)) for t in told)
+    assert per_variant == dict.fromkeys(study.variants, 3)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["study.num_trials=16"], "num_trials is 16, but budget_per_variant 3 x 8 objective "
+         "variants = 24 trials"),
+        (["study.sampler.kind=grid"], "the grid sampler enumerates every combination itself"),
+        (["study.search={train.seed: {int: [0, 9]}}"], "it needs the variants"),
+        (["study.search.objective.choice.1.beta={choice: [{a: 1}, 2]}"],
+         "study.search.objective.choice.1.beta: a variant's own choice takes plain values"),
+        (["study.search.objective.choice.4.kappa={uniform: [135, 115]}"],
+         "study.search.objective.choice.4.kappa"),
+    ],
+)  # fmt: skip
+def test_a_budget_per_variant_that_cannot_hold_is_refused(overrides, message):
+    from vaestudy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_study(CPU_COMPARE, overrides)

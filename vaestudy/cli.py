@@ -78,8 +78,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     yardstick = ", ".join(rule.label for rule in spec.constraints) or "none"
     print(
         f"{args.study}: study {spec.name!r} is valid and can start here (data, tracking store, "
-        f"storage, resources checked): {spec.num_trials} trials{packs}, "
-        f"{len(study.distributions)} searched keys ({', '.join(study.distributions)}), "
+        f"storage, resources checked): {spec.num_trials} trials{spec.per_variant}{packs}, "
+        f"{len(study.searched_keys)} searched keys ({', '.join(study.searched_keys)}), "
         f"metric {spec.metric} ({spec.mode}), sampler {spec.sampler.kind}; yardstick "
         f"{yardstick}; the search sees {spec.search_constraints} constraints"
     )

@@ -11,15 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vaestudy.study.spec import Choice, Study
+from vaestudy.study.spec import Choice, Study, describe, variant_param
 
 
 def _distribution(key: str, dist: Any, study: Study) -> str:
-    if isinstance(dist, Choice):
-        labels = study.variants if key == "objective" and study.variants else dist.choice
-        return "one of " + ", ".join(f"`{label}`" for label in labels)
-    (kind, bounds), *extra = dist.model_dump(exclude_defaults=True).items()  # e.g. int, step
-    return f"{kind} {list(bounds)}" + "".join(f", {k} {v}" for k, v in extra)
+    if isinstance(dist, Choice) and key == "objective" and study.variants:
+        return "one of " + ", ".join(f"`{label}`" for label in study.variants)
+    return describe(dist)
 
 
 def study_note(study: Study, optuna_name: str, optuna_storage: str) -> str:
@@ -27,6 +25,11 @@ def study_note(study: Study, optuna_name: str, optuna_storage: str) -> str:
     spec = study.spec
     overrides = " ".join(f"`{o}`" for o in study.overrides) or "none"
     search = [f"- `{k}`: {_distribution(k, d, study)}" for k, d in study.distributions.items()]
+    search += [
+        f"- `{variant_param(key, label)}`: {describe(dist)}"
+        for label, own in zip(study.variants, study.variant_distributions, strict=True)
+        for key, dist in own.items()
+    ]  # each variant's own searched keys
     fixed = [f"- `{key}` = `{value}`" for key, value in study.fixed.items()]
     yardstick = ", ".join(f"`{rule.label}`" for rule in spec.constraints) or "none"
     metrics = ", ".join(f"`{m}` ({mode})" for m, mode in zip(spec.metrics, spec.modes, strict=True))
@@ -34,7 +37,8 @@ def study_note(study: Study, optuna_name: str, optuna_storage: str) -> str:
     lines = [
         f"**Study `{study.name}`** from `{Path(study.source).resolve()}` (overrides: {overrides}).",
         "",
-        f"{spec.num_trials} trials{packs}, sampler `{spec.sampler.kind}`, metric {metrics}; "
+        f"{spec.num_trials} trials{spec.per_variant}{packs}, sampler `{spec.sampler.kind}`, "
+        f"metric {metrics}; "
         f"yardstick {yardstick}; the search sees `{spec.search_constraints}` constraints. "
         f"Optuna study `{optuna_name}` in `{optuna_storage}`.",
         "",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +50,14 @@ from vaestudy.feasibility import WORST, Scope, Yardstick, search_constraints, sp
 from vaestudy.study.spec import (
     TRIAL_NUMBER,
     Choice,
+    Distribution,
     IntRange,
     LogUniform,
     SamplerSpec,
     Study,
     Uniform,
+    is_primitive,
+    variant_param,
 )
 
 DIVERGED = "vaestudy/diverged"  # in a trial's final report only: 1 diverged, 0 reached its end
@@ -61,16 +65,12 @@ SATURATED = "vaestudy/saturated"  # in a trial's final report: saturated multipl
 READS_CONSTRAINTS = ("tpe", "nsga2")  # samplers of ours that use Optuna's constraint values
 
 
-def _is_primitive(value: Any) -> bool:
-    return value is None or isinstance(value, bool | int | float | str)
-
-
 def choice_labels(key: str, dist: Choice, study: Study) -> list[Any]:
     """What Optuna sees for each choice: the value itself if primitive, else `<index>:<label>`
     with the objective variant's label (`vaestudy.study.spec`) or the config's name."""
     out: list[Any] = []
     for i, value in enumerate(dist.choice):
-        if _is_primitive(value):
+        if is_primitive(value):
             out.append(value)
         elif key == "objective" and study.variants:
             out.append(f"{i}:{study.variants[i]}")
@@ -82,7 +82,8 @@ def choice_labels(key: str, dist: Choice, study: Study) -> list[Any]:
 
 
 class SearchSpace:
-    """Define-by-run space (a picklable callable): suggests every distribution of the study."""
+    """Define-by-run space (a picklable callable): suggests every distribution of the study,
+    and after the objective variant, that variant's own searched keys (`variant_param`)."""
 
     def __init__(self, study: Study) -> None:
         self.distributions = study.distributions
@@ -91,6 +92,8 @@ class SearchSpace:
             for key, dist in study.distributions.items()
             if isinstance(dist, Choice)
         }
+        self.variant_distributions = study.variant_distributions
+        self.variants = study.variants
 
     def resolve(self, params: dict[str, Any]) -> dict[str, Any]:
         """A trial's config params from its Optuna params (choice labels -> the values)."""
@@ -103,17 +106,27 @@ class SearchSpace:
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         resolved: dict[str, Any] = {}
         for key, dist in self.distributions.items():
-            if isinstance(dist, Uniform):
-                trial.suggest_float(key, *dist.uniform)
-            elif isinstance(dist, LogUniform):
-                trial.suggest_float(key, *dist.loguniform, log=True)
-            elif isinstance(dist, IntRange):
-                trial.suggest_int(key, *dist.int, step=dist.step)
-            elif isinstance(dist, Choice):
-                labels = self.labels[key]
-                label = trial.suggest_categorical(key, labels)
-                resolved[key] = dist.choice[labels.index(label)]
+            if not isinstance(dist, Choice):
+                suggest(trial, key, dist)
+                continue
+            labels = self.labels[key]
+            index = labels.index(trial.suggest_categorical(key, labels))
+            resolved[key] = dist.choice[index]
+            if key == "objective" and self.variant_distributions:
+                for own, own_dist in self.variant_distributions[index].items():
+                    suggest(trial, variant_param(own, self.variants[index]), own_dist)
         return resolved
+
+
+def suggest(trial: optuna.Trial, name: str, dist: Distribution) -> Any:
+    """One value of a distribution whose choices (if any) are plain values."""
+    if isinstance(dist, Uniform):
+        return trial.suggest_float(name, *dist.uniform)
+    if isinstance(dist, LogUniform):
+        return trial.suggest_float(name, *dist.loguniform, log=True)
+    if isinstance(dist, IntRange):
+        return trial.suggest_int(name, *dist.int, step=dist.step)
+    return trial.suggest_categorical(name, dist.choice)
 
 
 def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
@@ -198,16 +211,30 @@ def final_outcome(result: dict[str, Any]) -> tuple[dict[str, float] | None, list
 
 
 class StudySearch(OptunaSearch):
-    def __init__(self, *args: Any, num_trials: int, teller: TrialTeller, **kwargs: Any) -> None:
+    """See the module doc. `balance`: the objective variants' Optuna labels when
+    `study.budget_per_variant` assigns each trial its variant (the sampler then searches only
+    that variant's keys)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        num_trials: int,
+        teller: TrialTeller,
+        balance: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.num_trials = num_trials
         self.teller = teller
+        self.balance = balance
 
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials:
-            used = sum(counts(t) for t in self._ot_study.get_trials(deepcopy=False))
-            if used >= self.num_trials:
+            trials = self._ot_study.get_trials(deepcopy=False)
+            if sum(counts(t) for t in trials) >= self.num_trials:
                 return Searcher.FINISHED
+            if self.balance:
+                self._ot_study.enqueue_trial({"objective": self._next_variant(trials)})
         config = super().suggest(trial_id)
         if trial_id in self._ot_trials:
             trial = self._ot_trials[trial_id]
@@ -215,6 +242,17 @@ class StudySearch(OptunaSearch):
             if isinstance(config, dict):
                 config[TRIAL_NUMBER] = trial.number
         return config
+
+    def _next_variant(self, trials: list[optuna.trial.FrozenTrial]) -> str:
+        """The first variant with the fewest trials that count or wait to run: every variant
+        gets exactly the same budget, and a trial whose attempts errored is run again in its
+        own variant."""
+        taken = Counter(
+            t.params.get("objective", t.system_attrs.get("fixed_params", {}).get("objective"))
+            for t in trials
+            if counts(t) or t.state == TrialState.WAITING
+        )
+        return min(self.balance or [], key=lambda label: taken[label])
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, str) and abs(result.get(self.metric, 0.0)) >= WORST:
@@ -307,6 +345,8 @@ def make_search(
         "storage": optuna.storages.RDBStorage(storage_url),
         "num_trials": spec.num_trials if num_trials is None else num_trials,
     }
+    if space is None and spec.budget_per_variant:
+        common["balance"] = choice_labels("objective", study.distributions["objective"], study)
     if pack > 1:
         return PackSearch(**common, pack=pack)
     return StudySearch(**common)

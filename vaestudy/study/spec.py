@@ -36,7 +36,21 @@ always judges by both, on validation to select and on test for the verdict.
 When `search` picks among whole objective configs (`objective: {choice: [...]}`), each choice is a
 *variant* with a readable label: its name, and where several choices share a name, the keys in
 which they differ (`kl_annealing[kind=cyclical, steps=2000]`). Tables, figures and MLflow tags
-use these labels.
+use these labels. A variant searches its own settings where its entry holds distributions:
+
+        objective:
+          choice:
+            - {name: beta_vae, beta: {loguniform: [0.25, 4.0]}}
+            - {name: geco, kappa: {uniform: [115, 135]}, multiplier: {update: nupi,
+               lr: {loguniform: [3.0e-4, 3.0e-3]}}}
+      budget_per_variant: 3          # exactly 3 trials per variant (num_trials = 3 x variants)
+
+Optuna names a variant's own key `<key>@<variant>` (`objective.kappa@geco`) and samples it only
+in that variant's trials (a conditional space). `budget_per_variant: N` takes the choice of
+variant away from the sampler: each new trial goes to the first variant with the fewest trials
+(a trial whose attempts errored is run again in its variant), so every variant gets exactly N
+trials of the sampler over its own keys, and none wins or loses by budget (not with the grid
+sampler, which enumerates every combination itself).
 
 `pack: K` (K > 1) trains K trials per Ray Tune trial as one vectorised computation
 (`vaestudy.vectorized`): Optuna proposes K trials at once, each keeps its own MLflow run and its
@@ -125,6 +139,31 @@ class Choice(_Spec):
 
 Distribution = Uniform | LogUniform | IntRange | Choice
 _DIST_KEYS = {"uniform": Uniform, "loguniform": LogUniform, "int": IntRange, "choice": Choice}
+VARIANT_SEP = "@"  # a variant's own searched key in Optuna: `objective.kappa@geco`
+
+
+def extremes(dist: Distribution) -> list[Any]:
+    """A distribution's extreme values (every option of a choice): what `Study.check` tries."""
+    if isinstance(dist, Uniform):
+        return list(dist.uniform)
+    if isinstance(dist, LogUniform):
+        return list(dist.loguniform)
+    if isinstance(dist, IntRange):
+        return list(dist.int)
+    return list(dist.choice)
+
+
+def describe(dist: Distribution) -> str:
+    """`uniform [80.0, 110.0]`, `int [1, 9], step 2`, `one of 1, 2`."""
+    if isinstance(dist, Choice):
+        return "one of " + ", ".join(str(value) for value in dist.choice)
+    (kind, bounds), *extra = dist.model_dump(exclude_defaults=True).items()  # e.g. int, step
+    return f"{kind} {list(bounds)}" + "".join(f", {k} {v}" for k, v in extra)
+
+
+def variant_param(key: str, label: str) -> str:
+    """The Optuna name of `key` searched within objective variant `label` only."""
+    return f"{key}{VARIANT_SEP}{label}"
 
 
 class SamplerSpec(_Spec):
@@ -180,6 +219,11 @@ class StudySpec(_Spec):
     search: dict[str, Any] = Field(default_factory=dict)
     constraints: list[Yardstick] = Field(default_factory=list)
     search_constraints: Scope = "both"
+    budget_per_variant: int | None = Field(
+        None,
+        gt=0,
+        description="exactly this many trials per objective variant (num_trials follows)",
+    )
     on_divergence: DivergencePolicy = DivergencePolicy()
     pack: int = Field(1, ge=1, description="trials trained together per Ray Tune trial")
     confirm: ConfirmSpec = ConfirmSpec()
@@ -207,6 +251,28 @@ class StudySpec(_Spec):
                 raise ValueError(f"{name!r}: a validation metric, e.g. val/{name}")
         return metric
 
+    @model_validator(mode="before")
+    @classmethod
+    def _budget(cls, data: Any) -> Any:
+        """`budget_per_variant: N` over V variants makes `num_trials` N × V."""
+        budget = data.get("budget_per_variant") if isinstance(data, dict) else None
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+            return data  # absent, or the field's own validation reports it
+        objective = (data.get("search") or {}).get("objective")
+        if not (isinstance(objective, dict) and isinstance(objective.get("choice"), list)):
+            raise ValueError(
+                "budget_per_variant gives each objective variant its own trials; it needs the "
+                "variants: search.objective: {choice: [...]}"
+            )
+        total = budget * len(objective["choice"])
+        if data.get("num_trials", total) != total:
+            raise ValueError(
+                f"num_trials is {data['num_trials']}, but budget_per_variant {budget} x "
+                f"{len(objective['choice'])} objective variants = {total} trials; leave "
+                f"num_trials out (or set it to {total}), or change budget_per_variant"
+            )
+        return {**data, "num_trials": total}
+
     @model_validator(mode="after")
     def _check(self) -> StudySpec:
         if not _NAME.match(self.name):
@@ -221,6 +287,12 @@ class StudySpec(_Spec):
             raise ValueError("sampler cmaes is single-objective; use nsga2 or tpe")
         if self.pack > 1 and self.scheduler is not None:
             raise ValueError("pack > 1 trains trials together; a scheduler stops single trials")
+        if self.budget_per_variant and self.sampler.kind == "grid":
+            raise ValueError(
+                "budget_per_variant assigns each trial its variant, but the grid sampler "
+                "enumerates every combination itself (each variant equally often): use a "
+                "sampler that searches (tpe, random, cmaes, nsga2), or drop budget_per_variant"
+            )
         if self.search_constraints == "yardstick" and not self.constraints:
             raise ValueError("search_constraints: yardstick needs a `constraints` list")
         if self.pack > 1 and self.on_divergence.retries:
@@ -235,6 +307,12 @@ class StudySpec(_Spec):
     @property
     def metrics(self) -> list[str]:
         return self.metric if isinstance(self.metric, list) else [self.metric]
+
+    @property
+    def per_variant(self) -> str:
+        """` (N per objective variant)` after a trial count, when the budget is per variant."""
+        budget = self.budget_per_variant
+        return f" ({budget} per objective variant)" if budget else ""
 
     @property
     def modes(self) -> list[str]:
@@ -272,15 +350,17 @@ class Study:
         self.fixed: dict[str, Any] = {}
         self.distributions: dict[str, Distribution] = {}
         for key, value in spec.search.items():
-            if isinstance(value, dict) and len(value) >= 1 and set(value) & set(_DIST_KEYS):
-                kind = next(k for k in value if k in _DIST_KEYS)
-                try:
-                    self.distributions[key] = _DIST_KEYS[kind].model_validate(value)
-                except ValidationError as exc:
-                    where = f"study.search.{key}"
-                    raise ConfigError(format_validation_error(source, exc, where)) from None
-            else:
+            dist = _distribution(value, f"study.search.{key}", source)
+            if dist is None:
                 self.fixed[key] = value
+            else:
+                self.distributions[key] = dist
+        # Each objective variant's own searched keys (distributions inside its choice).
+        objective = self.distributions.get("objective")
+        self.variant_distributions: list[dict[str, Distribution]] = [
+            _nested_distributions(value, "objective", f"study.search.objective.choice.{i}", source)
+            for i, value in enumerate(objective.choice if isinstance(objective, Choice) else [])
+        ]
 
     @property
     def name(self) -> str:
@@ -295,10 +375,13 @@ class Study:
         dist = self.distributions.get("objective")
         if not isinstance(dist, Choice):
             return []
-        flat = [
-            flatten(self.trial_config({"objective": v}).objective.model_dump(mode="json"))
-            for v in dist.choice
-        ]
+        flat = []
+        for i in range(len(dist.choice)):
+            config = self.trial_config({"objective": self.variant_config(i)})
+            mine = flatten(config.objective.model_dump(mode="json"))
+            for key, own in self.variant_distributions[i].items():
+                mine[key.removeprefix("objective.")] = describe(own)
+            flat.append(mine)
         labels = []
         for mine in flat:
             peers = [other for other in flat if other["name"] == mine["name"]]
@@ -308,6 +391,24 @@ class Study:
             parts = [f"{k}={_short(mine[key])}" for k, key in zip(short, keys, strict=True)]
             labels.append(f"{mine['name']}[{', '.join(parts)}]" if parts else mine["name"])
         return labels
+
+    @property
+    def searched_keys(self) -> list[str]:
+        """Every searched key as Optuna names it: the study's, then each variant's own."""
+        own = [
+            variant_param(key, label)
+            for label, dists in zip(self.variants, self.variant_distributions, strict=True)
+            for key in dists
+        ]
+        return [*self.distributions, *own]
+
+    def variant_config(self, index: int, pick: int = 0) -> Any:
+        """Objective choice `index` with each of its own searched keys at its first (`pick` 0)
+        or last (1) extreme value."""
+        raw = {"objective": copy.deepcopy(self.distributions["objective"].choice[index])}
+        for key, dist in self.variant_distributions[index].items():
+            set_dotted(raw, key, extremes(dist)[-pick])
+        return raw["objective"]
 
     def variant(self, params: dict[str, Any]) -> str:
         """The objective variant of a trial with sampled `params` (see the module doc)."""
@@ -321,10 +422,14 @@ class Study:
         return validate_run(self.trial_raw(params), self.source)
 
     def trial_raw(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The template with the fixed values and `params` applied; a variant's own keys
+        (`objective.kappa@geco`) after the objective they belong to."""
         raw = copy.deepcopy(self.template)
-        for key, value in {**self.fixed, **params}.items():
+        items = {**self.fixed, **params}.items()
+        ordered = sorted(items, key=lambda item: VARIANT_SEP in item[0])
+        for key, value in ordered:
             if not key.startswith(META_PREFIX):
-                set_dotted(raw, key, copy.deepcopy(value))
+                set_dotted(raw, key.split(VARIANT_SEP)[0], copy.deepcopy(value))
         return raw
 
     def check(self) -> None:
@@ -392,16 +497,15 @@ class Study:
                 )
 
     def extremes(self) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {}
-        for key, dist in self.distributions.items():
-            if isinstance(dist, Uniform):
-                out[key] = list(dist.uniform)
-            elif isinstance(dist, LogUniform):
-                out[key] = list(dist.loguniform)
-            elif isinstance(dist, IntRange):
-                out[key] = list(dist.int)
-            else:
-                out[key] = list(dist.choice)
+        """Each searched key's extreme values; objective variants at both ends of their own
+        searched keys."""
+        out = {key: extremes(dist) for key, dist in self.distributions.items()}
+        if self.variant_distributions:
+            out["objective"] = [
+                self.variant_config(i, pick)
+                for i, own in enumerate(self.variant_distributions)
+                for pick in ((0, 1) if own else (0,))
+            ]
         return out
 
     def known_metrics(self, base: RunConfig) -> set[str]:
@@ -429,6 +533,47 @@ def trial_label(params: dict[str, Any]) -> str | None:
         return f"#{confirms['number']} seed {confirms['seed']}"
     number = params.get(TRIAL_NUMBER)
     return None if number is None else f"#{number}"
+
+
+def _distribution(value: Any, where: str, source: str) -> Distribution | None:
+    """`value` parsed as a distribution (a dict naming uniform, loguniform, int or choice), or
+    None for a fixed value."""
+    if not (isinstance(value, dict) and set(value) & set(_DIST_KEYS)):
+        return None
+    kind = next(k for k in value if k in _DIST_KEYS)
+    try:
+        return _DIST_KEYS[kind].model_validate(value)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc, where)) from None
+
+
+def _nested_distributions(tree: Any, prefix: str, where: str, source: str) -> dict[str, Any]:
+    """The distributions inside an objective choice (that variant's own searched keys), by the
+    dotted key of the trial config: `{kappa: {uniform: [80, 110]}}` -> `objective.kappa`."""
+    if isinstance(tree, dict):
+        items = list(tree.items())
+    elif isinstance(tree, list):
+        items = list(enumerate(tree))
+    else:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in items:
+        path, here = f"{prefix}.{key}", f"{where}.{key}"
+        dist = _distribution(value, here, source)
+        if isinstance(dist, Choice) and not all(is_primitive(v) for v in dist.choice):
+            raise ConfigError(
+                f"{source}: {here}: a variant's own choice takes plain values (numbers, "
+                "strings, booleans); make each config its own objective choice instead"
+            )
+        if dist is not None:
+            out[path] = dist
+        else:
+            out.update(_nested_distributions(value, path, here, source))
+    return out
+
+
+def is_primitive(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
 
 
 def _short(value: Any) -> str:
