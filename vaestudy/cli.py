@@ -3,9 +3,10 @@
 Exit statuses: 0 done (every trial ended: finished, diverged or stopped early are results);
 1 infrastructure errors (a trial errored, or none ended); 2 bad input (config, data, stores,
 resources, cluster: one clear message, no traceback, nothing run or created); 130 interrupted
-(Ctrl-C; `vaestudy run` prints the command that continues the study). Config and study files
-are read and checked (`validate`, and `run` before it starts anything) without importing torch,
-Ray or MLflow.
+(Ctrl-C; `vaestudy run` prints the command that continues the study); 143 and 129: stopped by
+SIGTERM or SIGHUP, which `vaestudy run` takes as Ctrl-C (`vaestudy.interrupts`). Config and
+study files are read and checked (`validate`, and `run` before it starts anything) without
+importing torch, Ray or MLflow.
 """
 
 from __future__ import annotations
@@ -89,10 +90,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from vaestudy import interrupts
     from vaestudy.preflight import check_study
     from vaestudy.study.resume import resume_command, resume_overrides
     from vaestudy.study.spec import load_study
 
+    interrupts.install()  # SIGTERM and SIGHUP stop a study as Ctrl-C does
     overrides = list(args.set or [])
     if args.trials is not None:
         overrides.append(f"study.num_trials={args.trials}")
@@ -117,6 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from vaestudy.study.cluster import start_ray
 
         start_ray(args.address)
+        interrupts.install()  # again: Ray's own SIGTERM handler aborts
         mark("ray start")
         import vaestudy.study.runner  # noqa: F401 - MLflow, Optuna, Tune, pandas
 
@@ -165,7 +169,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(_wrapped(end))
     if outcome.interrupted:
         print(f"continue it with: {resume_command(study)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupts.exit_status(EXIT_INTERRUPTED)
     if outcome.errored or not (outcome.finished or diverged):
         again = (
             f"{resume_command(study)} runs {outcome.to_run} more"
@@ -417,8 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
+        from vaestudy import interrupts
+
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return interrupts.exit_status(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -229,7 +229,8 @@ def serve(
     """Run `mlflow server` on `host` (loopback by default) over `backend_uri` (on `port`, or a
     free one); yield its http:// URI once it answers. `while_starting` runs while the server
     starts (it takes tens of seconds on a small machine). On exit the server's whole process
-    group (uvicorn included) is stopped."""
+    group (uvicorn included) is stopped; if this process dies without exiting (SIGKILL), the
+    group stops itself (`vaestudy.server_guard`)."""
     store = default_store()
     if backend_uri.startswith("sqlite:///"):
         store = Path(backend_uri.removeprefix("sqlite:///")).parent
@@ -238,6 +239,7 @@ def serve(
     uri = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     artifacts = (store / "artifacts").resolve()
     cmd = [
+        sys.executable, "-m", "vaestudy.server_guard",  # the server dies with this process
         sys.executable, "-m", "mlflow", "server",
         "--backend-store-uri", backend_uri,
         # New experiments keep their artifacts at a file:// location, so a client opened on

@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from vaestudy import interrupts
 from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import UserError
 from vaestudy.feasibility import split_names
@@ -202,7 +203,7 @@ def run_study(
             if resume and tune.Tuner.can_restore(tune_path):
                 # Finish the trials the interrupted experiment had started (from checkpoints).
                 tuner = tune.Tuner.restore(tune_path, trainable, resume_errored=True)
-                grids.append(tuner.fit())
+                grids.append(_fit(tuner))
                 tune_path = f"{tune_path}-resumed-{_now()}"
             if resume:  # what neither MLflow nor the restore finished is run again
                 settle_orphaned_trials(
@@ -215,7 +216,7 @@ def run_study(
                 search = make_search(study, ledger.storage, ledger.name)
                 tuner = _new_tuner(study, trainable, search, ledger.remaining(budget), tune_path,
                                    progress)  # fmt: skip
-                grids.append(tuner.fit())
+                grids.append(_fit(tuner))
             # Trials that errored in this session do not count; what else is left was never run.
             errored_now = ledger.uncounted_failures() - uncounted
             interrupted = ledger.remaining(budget) > errored_now
@@ -279,6 +280,16 @@ def _free_run_name(study: Study, client: MlflowClient, experiment: str, storage:
         n += 1
         name = f"{study.name}-{n}"
     return name
+
+
+def _fit(tuner: tune.Tuner) -> tune.ResultGrid:
+    """`tuner.fit()`; after a stop signal (`vaestudy.interrupts`: Tune then stopped gracefully
+    and saved its state) KeyboardInterrupt, so the runner starts nothing new."""
+    with interrupts.tune_running():
+        grid = tuner.fit()
+    if interrupts.requested():
+        raise KeyboardInterrupt
+    return grid
 
 
 def _clean(result: tune.Result) -> bool:
@@ -370,7 +381,7 @@ class _Confirmation:
         tune_path = f"{uri_child(self.storage, self.ledger.name)}-{_now()}"
         tuner = _new_tuner(self.study, trainable, search, self.left(), tune_path, progress,
                            scheduler=False)  # fmt: skip
-        return [tuner.fit()]
+        return [_fit(tuner)]
 
 
 def _trainable(study: Study, ctx: TrialContext, pack: int):

@@ -1,0 +1,119 @@
+"""Faults injected for real into `vaestudy run` (real processes, real signals, the real local
+tracking server and Ray): each ends in bounded time with an honest exit status and loses
+nothing (issue 24)."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli_run import CLI, cli, sets
+from tests.test_study import TINY, write_study
+from vaestudy.cli import EXIT_OK
+
+pytestmark = pytest.mark.slow
+
+
+def run_statuses(db: Path) -> list[str]:
+    """Every run's status in a local MLflow store, read without MLflow (read-only SQLite)."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+        try:
+            return [status for (status,) in con.execute("select status from runs")]
+        except sqlite3.OperationalError:  # the server has not made its tables yet
+            return []
+
+
+def descendants(pid: int) -> set[int]:
+    """The live processes below `pid` (children, their children, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.add(pid)
+        except OSError:
+            pass
+    return out
+
+
+def command(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
+def start_and_wait_for_a_trial(args: list[str], cwd: Path, db: Path) -> subprocess.Popen:
+    """Start `vaestudy run` and return once one of its trials is training (a child run is
+    RUNNING beside the parent)."""
+    driver = subprocess.Popen(
+        [*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while run_statuses(db).count("RUNNING") < 2:
+        assert driver.poll() is None, driver.communicate()
+        assert time.monotonic() < deadline, "no trial started in 300 s"
+        time.sleep(0.5)
+    return driver
+
+
+def test_sigterm_and_sighup_stop_like_ctrl_c_and_sigkill_leaves_no_process(tmp_path, shared_data):
+    """SIGTERM and SIGHUP mid-trial: exit 143 and 129 within a minute, the resume command
+    printed, no run left RUNNING. SIGKILL of the driver: its tracking server is gone within
+    seconds (`vaestudy.server_guard`), Ray and every other process it started within three
+    minutes (Ray's agents exit once they find their raylet gone, after trying to report to the
+    dead GCS); `--resume` then finishes the study with every trial."""
+    path = write_study(tmp_path, shared_data, name="signals", max_concurrent=1)
+    db = tmp_path / "mlflow" / "mlflow.db"  # the embedded default store (no --tracking-uri)
+    start = ["run", str(path), *sets([*TINY, "train.epochs=30"]), "--trials", "3"]
+    resume = ["run", str(path), "--resume"]
+    for args, sig, status in ((start, signal.SIGTERM, 143), (resume, signal.SIGHUP, 129)):
+        driver = start_and_wait_for_a_trial(args, tmp_path, db)
+        began = time.monotonic()
+        driver.send_signal(sig)
+        out, err = driver.communicate(timeout=120)
+        assert driver.returncode == status, out + err
+        assert time.monotonic() - began < 60
+        assert "continue it with: vaestudy run" in err and "--resume" in err
+        assert "RUNNING" not in run_statuses(db)
+        assert "SIGTERM received" not in err + out  # not Ray's abort
+
+    driver = start_and_wait_for_a_trial(resume, tmp_path, db)
+    started = descendants(driver.pid)  # the guarded tracking server, Ray, its workers
+    server = {pid for pid in started if b"mlflow" in command(pid)}
+    assert server, "the local tracking server runs below the driver"
+    driver.kill()
+    driver.communicate(timeout=30)
+    for pids, seconds in ((server, 20), (started, 180)):
+        deadline = time.monotonic() + seconds
+        while alive(pids) and time.monotonic() < deadline:
+            time.sleep(1)
+        left = {pid: command(pid)[:60] for pid in alive(pids)}
+        assert not left, f"alive {seconds} s after the driver's SIGKILL: {left}"
+
+    done = cli(resume, tmp_path)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert "RUNNING" not in run_statuses(db)
+    assert "3 trials finished" in done.stdout

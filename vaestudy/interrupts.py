@@ -1,0 +1,57 @@
+"""How a study run stops on a signal: Ctrl-C (SIGINT), SIGTERM (timeout, Slurm, systemd,
+Kubernetes) and SIGHUP (a closed terminal) all stop it the same way.
+
+While Ray Tune runs trials (`tune_running`), the first signal asks Tune for its graceful stop
+(Tune's own handler, which it also installs on SIGUSR1): trials are checkpointed, the experiment
+state saved, the runner closes the runs and prints the command that resumes. Outside Tune, or on
+a second signal, it raises KeyboardInterrupt. The runner checks `requested` between its phases,
+and `vaestudy run` exits with `exit_status`: 128 + the first signal's number (130, 143, 129).
+Ray installs its own SIGTERM handler (which aborts the driver) when it starts: call `install`
+again after `ray.init`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_received: list[int] = []
+_tune_running: list[bool] = [False]
+
+
+def _handle(signum: int, frame: object) -> None:
+    _received.append(signum)
+    if len(_received) == 1 and _tune_running[0]:
+        signal.raise_signal(signal.SIGUSR1)  # Tune's graceful stop
+        return
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """Take the stop signals in this (main) thread; Tune then leaves SIGINT to us."""
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    for sig in SIGNALS:
+        signal.signal(sig, _handle)
+
+
+@contextlib.contextmanager
+def tune_running() -> Iterator[None]:
+    """Around `Tuner.fit()`: a stop signal then asks Tune to stop gracefully."""
+    _tune_running[0] = True
+    try:
+        yield
+    finally:
+        _tune_running[0] = False
+
+
+def requested() -> bool:
+    """Whether a stop signal arrived (the runner then starts nothing new)."""
+    return bool(_received)
+
+
+def exit_status(default: int) -> int:
+    """128 + the first stop signal's number, or `default` if none arrived."""
+    return 128 + _received[0] if _received else default
