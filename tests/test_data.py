@@ -1,3 +1,5 @@
+import struct
+
 import numpy as np
 import pytest
 import torch
@@ -5,6 +7,7 @@ import torch
 from tests.conftest import write_idx
 from vaestudy.config import DataConfig
 from vaestudy.data import load_data
+from vaestudy.dataset_files import data_problem
 from vaestudy.errors import DataError
 
 CPU = torch.device("cpu")
@@ -81,3 +84,28 @@ def test_missing_data_names_root_and_files(tmp_path):
     msg = str(err.value)
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in msg
     assert "train-images-idx3-ubyte" in msg and "data.root" in msg
+
+
+@pytest.mark.parametrize(
+    "cut, message",
+    [
+        ("train-images-idx3-ubyte", "train-images-idx3-ubyte (56,000 bytes, but its header says "
+         "71x28x28 uint8 = 55,680 bytes"),
+        ("t10k-labels-idx1-ubyte", "t10k-labels-idx1-ubyte (20 bytes, but its header says 32 "
+         "uint8 = 40 bytes"),
+    ],
+)  # fmt: skip
+def test_a_truncated_or_padded_idx_file_is_named_with_its_sizes(tiny_mnist, cut, message):
+    path = tiny_mnist / "MNIST" / "raw" / cut
+    body = path.read_bytes()
+    path.write_bytes(body + bytes(320) if cut.startswith("train") else body[:20])
+    problem = data_problem(DataConfig(root=str(tiny_mnist)))
+    assert problem is not None and message in problem and "truncated or damaged" in problem
+
+
+def test_labels_must_match_the_images(tiny_mnist):
+    write_idx(tiny_mnist / "MNIST" / "raw", "t10k", np.zeros((32, 28, 28)), np.zeros(32))
+    labels = tiny_mnist / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(struct.pack(">II", 2049, 30) + bytes(30))
+    problem = data_problem(DataConfig(root=str(tiny_mnist)))
+    assert problem is not None and "32 images but t10k-labels-idx1-ubyte 30 labels" in problem
