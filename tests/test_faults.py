@@ -14,7 +14,7 @@ import pytest
 
 from tests.test_cli_run import CLI, cli, sets
 from tests.test_study import TINY, write_study
-from vaestudy.cli import EXIT_OK
+from vaestudy.cli import EXIT_BAD_INPUT, EXIT_OK
 
 pytestmark = pytest.mark.slow
 
@@ -117,3 +117,29 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_and_sigkill_leaves_no_process(tmp_p
     assert done.returncode == EXIT_OK, done.stderr
     assert "RUNNING" not in run_statuses(db)
     assert "3 trials finished" in done.stdout
+
+
+def test_a_damaged_local_store_is_named_in_seconds_and_left_as_it_was(tmp_path, shared_data):
+    """16 pages of a real MLflow SQLite store overwritten: `validate` and `run` refuse it in
+    preflight (exit 2, naming the file and what to do), `studies`, `report` and `best` answer in
+    one line without a traceback, and the file is not touched."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path / "mlflow" / "mlflow.db"
+    db.parent.mkdir()
+    client = MlflowClient(f"sqlite:///{db}")
+    run = client.create_run(client.create_experiment("damaged"))
+    client.log_param(run.info.run_id, "x", 1)
+    with db.open("r+b") as f:  # pages 2..17 (of 4 KiB): the schema's and the runs' b-trees
+        f.seek(4096)
+        f.write(bytes(range(256)) * 16 * 16)
+    before = db.read_bytes()
+    path = write_study(tmp_path, shared_data, name="damaged")
+    for args in (["validate", str(path)], ["run", str(path)], ["studies"],
+                 ["report", "damaged"], ["best", "damaged"]):  # fmt: skip
+        began = time.monotonic()
+        proc = cli(args, tmp_path, timeout=120)
+        assert proc.returncode == EXIT_BAD_INPUT, (args, proc.stdout, proc.stderr)
+        assert f"tracking store {db} is damaged" in proc.stderr and ".damaged" in proc.stderr
+        assert "Traceback" not in proc.stderr and time.monotonic() - began < 30
+    assert db.read_bytes() == before

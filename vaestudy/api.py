@@ -40,7 +40,7 @@ from mlflow.tracking import MlflowClient
 from vaestudy.errors import UserError
 from vaestudy.report import Report, build_report, compare_reports
 from vaestudy.search_plots import load_search
-from vaestudy.stores import check_server, store_uri, tracking_session
+from vaestudy.stores import check_server, sqlite_damage, store_uri, tracking_session
 from vaestudy.tracking import (
     PARENT,
     TAG_FEASIBLE,
@@ -63,6 +63,8 @@ def open_store(tracking_uri: str | None = None) -> MlflowClient:
                 f"no tracking store at {path}: run a study first (vaestudy run STUDY.yaml) or "
                 "pass --tracking-uri"
             )
+        if (damage := sqlite_damage(path, "tracking store")) is not None:
+            raise UserError(damage)
     elif backend.startswith(("http://", "https://")):
         check_server(backend)
     return MlflowClient(backend)

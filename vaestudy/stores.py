@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -197,7 +198,8 @@ def database_problem(url: str, what: str, timeout: float = 5.0) -> str | None:
     a TCP connection."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme == "sqlite":
-        return writable_path_problem(Path(url.removeprefix("sqlite:///")), what)
+        path = Path(url.removeprefix("sqlite:///"))
+        return writable_path_problem(path, what) or sqlite_damage(path, what)
     base = scheme.split("+")[0]
     if base in _DEFAULT_PORTS:
         parts = urllib.parse.urlsplit(url)
@@ -208,6 +210,25 @@ def database_problem(url: str, what: str, timeout: float = 5.0) -> str | None:
     return (
         f"{what} {redacted(url)!r}: expected sqlite:/// or a database URL (postgresql://, "
         "mysql://)" + (" or http(s)://" if what == "tracking store" else "")
+    )
+
+
+def sqlite_damage(path: Path, what: str) -> str | None:
+    """Why the SQLite file at `path` (if it exists) is damaged, by SQLite's own check
+    (`PRAGMA quick_check`, read-only: nothing is written), or None."""
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            verdict = con.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        verdict = str(exc)
+    if verdict == "ok":
+        return None
+    return (
+        f"{what} {path} is damaged (SQLite: {verdict.splitlines()[0]}); nothing was written to "
+        f"it. Restore it from a backup, or move it aside (mv {path} {path}.damaged) to start a "
+        f"new one; `sqlite3 {path} .recover` may rescue what it holds"
     )
 
 
