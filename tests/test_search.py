@@ -217,3 +217,17 @@ def test_a_budget_per_variant_that_cannot_hold_is_refused(overrides, message):
 
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         load_study(CPU_COMPARE, overrides)
+
+
+def test_a_resumed_search_never_repeats_the_first_sessions_draws(tmp_path):
+    """A search made again over the same ledger (what `--resume` does) draws from a seed moved
+    by the trials already there: its proposals are none of the first session's."""
+    first, _ = searcher(tmp_path)
+    earlier = []
+    for i in range(3):
+        earlier.append(first.suggest(f"a{i}"))
+        first.on_trial_complete(f"a{i}", final(kl=5.0, recon=100.0, kappa=100.0))
+    resumed, ot = searcher(tmp_path)
+    later = [resumed.suggest(f"b{i}") for i in range(3)]
+    assert all(config not in earlier for config in later)
+    assert len({t.params["objective.kappa"] for t in ot().trials}) == 6

@@ -129,8 +129,11 @@ def suggest(trial: optuna.Trial, name: str, dist: Distribution) -> Any:
     return trial.suggest_categorical(name, dist.choice)
 
 
-def make_sampler(spec: SamplerSpec) -> optuna.samplers.BaseSampler:
-    seed = spec.seed
+def make_sampler(spec: SamplerSpec, earlier_trials: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler. A search resumed over a ledger that already holds trials draws from
+    `seed + earlier_trials`: the same seed would replay the first session's draws (its random
+    start-up trials) and evaluate parameters already evaluated."""
+    seed = spec.seed + earlier_trials
     startup = {} if spec.startup_trials is None else {"n_startup_trials": spec.startup_trials}
     if spec.kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, **startup)
@@ -320,6 +323,16 @@ class PackSearch(StudySearch):
             super().on_trial_complete(key, own or None, error or not own)
 
 
+def _trials_so_far(storage_url: str, study_name: str) -> int:
+    """How many trials the Optuna study `study_name` holds (0 if it does not exist yet)."""
+    storage = optuna.storages.RDBStorage(storage_url)
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return 0
+    return len(storage.get_all_trials(study_id, deepcopy=False))
+
+
 def make_search(
     study: Study,
     storage_url: str,
@@ -340,7 +353,7 @@ def make_search(
         "space": space or SearchSpace(study),
         "metric": spec.metrics if multi else spec.metrics[0],
         "mode": spec.modes if multi else spec.modes[0],
-        "sampler": sampler or make_sampler(spec.sampler),
+        "sampler": sampler or make_sampler(spec.sampler, _trials_so_far(storage_url, study_name)),
         "study_name": study_name,
         "storage": optuna.storages.RDBStorage(storage_url),
         "num_trials": spec.num_trials if num_trials is None else num_trials,
