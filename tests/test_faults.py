@@ -4,10 +4,14 @@ nothing (issue 24)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -143,3 +147,60 @@ def test_a_damaged_local_store_is_named_in_seconds_and_left_as_it_was(tmp_path, 
         assert f"tracking store {db} is damaged" in proc.stderr and ".damaged" in proc.stderr
         assert "Traceback" not in proc.stderr and time.monotonic() - began < 30
     assert db.read_bytes() == before
+
+
+def test_credentials_in_the_tracking_uri_work_and_are_never_shown(tmp_path, shared_data):
+    """A real MLflow server with basic auth: a study given `http://admin:PASSWORD@host:port`
+    runs and logs its trials; a wrong password is refused in preflight (exit 2) naming the user;
+    the password appears in no output, log file, tag or param."""
+    from mlflow.tracking import MlflowClient
+
+    from vaestudy.stores import check_server, free_port
+
+    password = "pw-7f3c9e2a-secret"
+    port = free_port()
+    env = {**os.environ, "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-key"}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'auth-store.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+                break
+            time.sleep(1)
+        path = write_study(tmp_path, shared_data, name="secret", max_concurrent=1)
+        wrong = cli(["validate", str(path), "--tracking-uri",
+                     f"http://admin:not-{password}@127.0.0.1:{port}"], tmp_path)  # fmt: skip
+        assert wrong.returncode == EXIT_BAD_INPUT
+        assert "refused user 'admin' (HTTP 401)" in wrong.stderr
+        uri = f"http://admin:{password}@127.0.0.1:{port}"
+        run = cli(["run", str(path), "--tracking-uri", uri, *sets(TINY), "--trials", "1"],
+                  tmp_path)  # fmt: skip
+        assert run.returncode == EXIT_OK, run.stderr
+        shown = cli(["studies", "--tracking-uri", uri], tmp_path)
+        assert shown.returncode == EXIT_OK and "secret" in shown.stdout
+        logs = [p.read_text(errors="replace") for p in (tmp_path / "ray_results").glob("*.log")]
+        outputs = [wrong.stdout, wrong.stderr, run.stdout, run.stderr, shown.stdout, shown.stderr]
+        assert logs and all(password not in text for text in [*outputs, *logs])
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+            "admin", password)  # fmt: skip
+        try:
+            check_server(f"http://127.0.0.1:{port}")
+            client = MlflowClient(f"http://127.0.0.1:{port}")
+            runs = client.search_runs([client.get_experiment_by_name("secret").experiment_id])
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+        assert len(runs) == 2  # the study and its trial
+        for r in runs:
+            assert all(password not in str(v) for v in [*r.data.tags.values(),
+                                                        *r.data.params.values()])  # fmt: skip
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

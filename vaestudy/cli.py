@@ -12,6 +12,7 @@ importing torch, Ray or MLflow.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -415,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "tracking_uri"):  # credentials in it move to MLflow's variables
+        from vaestudy.stores import take_credentials
+
+        args.tracking_uri = take_credentials(
+            args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        )
     try:
         return args.func(args)
     except UserError as exc:

@@ -15,6 +15,7 @@ Defaults (no `--tracking-uri`, no `$MLFLOW_TRACKING_URI`): the project's `mlflow
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -23,6 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -136,18 +138,55 @@ def ui_url(server: str, experiment_id: str | None = None, run_id: str | None = N
     return f"{server.rstrip('/')}/#/{page}?workflowType=machine_learning"
 
 
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+
+
+def take_credentials(uri: str | None) -> str | None:
+    """`uri` without the user and password it may carry (`http://user:secret@host:port`): they
+    move to MLflow's own variables ($MLFLOW_TRACKING_USERNAME, $MLFLOW_TRACKING_PASSWORD, which
+    MLflow's client sends as HTTP basic auth, and local Ray workers inherit), so no output, log,
+    tag or param ever holds the password. Call it before anything prints or starts."""
+    if not uri or "@" not in uri or not uri.startswith(("http://", "https://")):
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is not None:
+        os.environ[USERNAME_ENV] = urllib.parse.unquote(parts.username)
+    if parts.password is not None:
+        os.environ[PASSWORD_ENV] = urllib.parse.unquote(parts.password)
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def check_server(uri: str, timeout: float = 10.0) -> None:
-    """Fail fast, with a clear message, when an HTTP tracking server does not answer."""
+    """Fail fast, with a clear message, when an HTTP tracking server does not answer, or does
+    not take this client's credentials (basic auth from $MLFLOW_TRACKING_USERNAME/PASSWORD)."""
+    base = uri.rstrip("/")
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/search?max_results=1")
+    user = os.environ.get(USERNAME_ENV)
+    if user is not None:
+        token = base64.b64encode(f"{user}:{os.environ.get(PASSWORD_ENV, '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
-            if resp.status == 200:
-                return
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout) as resp:
+            if resp.status != 200:
+                raise TrackingError(
+                    f"MLflow tracking server {uri} answered /health with {resp.status}"
+                )
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            who = f"user {user!r}" if user is not None else "no credentials"
+            raise TrackingError(
+                f"MLflow tracking server {uri} refused {who} (HTTP {exc.code}); give the user "
+                f"and password in {USERNAME_ENV} and {PASSWORD_ENV}, or in the URI "
+                "(http://USER:PASSWORD@host:port)"
+            ) from None
+        raise TrackingError(f"MLflow tracking server {uri} answered with {exc.code}") from None
     except OSError as exc:
         raise TrackingError(
             f"MLflow tracking server {uri} is unreachable ({exc}); start it or pass another "
             "--tracking-uri (nothing was run)"
         ) from None
-    raise TrackingError(f"MLflow tracking server {uri} answered /health with {resp.status}")
 
 
 def unreachable(host: str, port: int, timeout: float = 5.0) -> OSError | None:

@@ -15,7 +15,12 @@ import ray
 
 from vaestudy.errors import ClusterError
 from vaestudy.preflight import PreflightError, resource_problem
-from vaestudy.stores import remote_storage_problem, tracking_problem
+from vaestudy.stores import (
+    PASSWORD_ENV,
+    USERNAME_ENV,
+    remote_storage_problem,
+    tracking_problem,
+)
 from vaestudy.study.spec import Study
 
 
@@ -24,12 +29,16 @@ def start_ray(address: str | None) -> None:
     failure is a `ClusterError` naming the address and the likely causes."""
     if ray.is_initialized():
         return
+    # The tracking server's credentials (`vaestudy.stores.take_credentials`) reach the trial
+    # processes of every node through the job's environment, never through Tune's storage.
+    secrets = {k: os.environ[k] for k in (USERNAME_ENV, PASSWORD_ENV) if k in os.environ}
     try:
         ray.init(
             address=address,
             logging_level="ERROR",
             include_dashboard=False,
             log_to_driver=False,  # trial processes' output stays in Ray's session logs
+            runtime_env={"env_vars": secrets} if secrets else None,
         )
     except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean "no cluster"
         where = address or os.environ.get("RAY_ADDRESS") or "a new local Ray instance"
