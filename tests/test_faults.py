@@ -204,3 +204,39 @@ def test_credentials_in_the_tracking_uri_work_and_are_never_shown(tmp_path, shar
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_the_local_tracking_server_killed_mid_study_is_restarted_and_nothing_is_lost(
+    tmp_path, shared_data
+):
+    """SIGKILL to the study's own `mlflow server` and its uvicorn worker while a trial trains:
+    the guard starts it again on the same store and port, the trial's client carries on, and
+    the study ends 0 with every trial finished and every trajectory point logged (the trial
+    that trained through the outage has as many as the one after it)."""
+    path = write_study(tmp_path, shared_data, name="outage", max_concurrent=1)
+    db = tmp_path / "mlflow" / "mlflow.db"
+    args = ["run", str(path), *sets([*TINY, "train.epochs=30"]), "--trials", "2"]
+    driver = start_and_wait_for_a_trial(args, tmp_path, db)
+    server = {
+        pid
+        for pid in descendants(driver.pid)
+        if b"mlflow" in command(pid) and b"server_guard" not in command(pid)
+    }
+    assert server, "the tracking server runs below the driver"
+    for pid in server:
+        os.kill(pid, signal.SIGKILL)
+    out, err = driver.communicate(timeout=900)
+    assert driver.returncode == EXIT_OK, out + err
+    assert "starting it again" in (tmp_path / "mlflow" / "server.log").read_text()
+    assert "RUNNING" not in run_statuses(db)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        points = dict(
+            con.execute(
+                "select m.run_uuid, count(*) from metrics m join tags t on t.run_uuid = "
+                "m.run_uuid where t.key = 'mlflow.parentRunId' and m.key = 'train/loss' "
+                "group by m.run_uuid"
+            ).fetchall()
+        )
+        finals = con.execute("select count(*) from latest_metrics where key = 'test/kl'")
+        assert finals.fetchone()[0] == 2
+    assert len(points) == 2 and len(set(points.values())) == 1, points
