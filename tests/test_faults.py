@@ -240,3 +240,21 @@ def test_the_local_tracking_server_killed_mid_study_is_restarted_and_nothing_is_
         finals = con.execute("select count(*) from latest_metrics where key = 'test/kl'")
         assert finals.fetchone()[0] == 2
     assert len(points) == 2 and len(set(points.values())) == 1, points
+
+
+def test_two_studies_started_together_on_one_new_store_both_finish(tmp_path, shared_data):
+    """Two `vaestudy run` in one fresh folder, 2 s apart: both start a tracking server on the
+    same new SQLite store (and both open the same new Optuna database); both finish, exit 0."""
+    drivers = []
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        path = write_study(folder, shared_data, name=name, max_concurrent=1)
+        args = ["run", str(path), *sets([*TINY, "study.resources.cpu=1"]), "--trials", "1"]
+        drivers.append(subprocess.Popen([*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True))  # fmt: skip
+        time.sleep(2)
+    for driver in drivers:
+        out, err = driver.communicate(timeout=600)
+        assert driver.returncode == EXIT_OK, out + err
+    assert run_statuses(tmp_path / "mlflow" / "mlflow.db").count("FINISHED") == 4

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -64,10 +65,31 @@ def optuna_storage_url(url: str | None = None) -> str:
 
 
 def made_ready(url: str) -> str:
-    """`url`, with the folder of a SQLite file made (Optuna opens, not creates, folders)."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """`url` with its Optuna tables made: for a SQLite file, its folder too (Optuna opens, not
+    creates, folders), and under `sqlite_lock`, so that studies starting together on one new
+    file do not create its schema twice."""
+    import optuna
+
+    if not url.startswith("sqlite:///"):
+        optuna.storages.RDBStorage(url)
+        return url
+    path = Path(url.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite_lock(path):
+        optuna.storages.RDBStorage(url)
     return url
+
+
+@contextlib.contextmanager
+def sqlite_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `<path>.lock` (for a SQLite file's schema creation: one process
+    at a time; the others wait, then find the tables made)."""
+    with open(f"{path}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def redacted(url: str) -> str:
@@ -312,6 +334,11 @@ def serve(
     # The server's background job runner serves GenAI features vaestudy does not use.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     log = open(store / "server.log", "ab")  # noqa: SIM115 - closed below
+    # A server creates a new SQLite store's schema: one at a time on one file (the lock is held
+    # until this one answers; a second study's server then finds the tables made).
+    starting = contextlib.ExitStack()
+    if backend_uri.startswith("sqlite:///"):
+        starting.enter_context(sqlite_lock(Path(backend_uri.removeprefix("sqlite:///"))))
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
     )
@@ -319,21 +346,23 @@ def serve(
         if while_starting is not None:
             while_starting()
         deadline = time.monotonic() + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise TrackingError(
-                    f"mlflow server over {backend_uri} exited ({proc.returncode}); "
-                    f"see {store / 'server.log'}"
-                )
-            try:
-                check_server(uri, timeout=2)
-                break
-            except TrackingError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        with starting:
+            while True:
+                if proc.poll() is not None:
+                    raise TrackingError(
+                        f"mlflow server over {backend_uri} exited ({proc.returncode}); "
+                        f"see {store / 'server.log'}"
+                    )
+                try:
+                    check_server(uri, timeout=2)
+                    break
+                except TrackingError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
         yield uri
     finally:
+        starting.close()
         _stop_group(proc)
         log.close()
 
