@@ -219,7 +219,10 @@ def test_an_erroring_trial_exits_1_and_a_diverged_one_exits_0(tmp_path, shared_d
     proc = cli([*base, "--set", "train.device=cuda:7"], tmp_path)
     assert proc.returncode == EXIT_INFRA, proc.stdout + proc.stderr
     assert "1 errored" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
-    assert "--resume runs 1 more" in proc.stderr.replace("\n", " ")
+    assert "errored: RuntimeError: Found no NVIDIA driver" in proc.stdout  # the cause, at once
+    hint = proc.stderr.replace("\n", " ")  # resuming alone would raise it again: fix it first
+    assert "they raised RuntimeError: Found no NVIDIA driver" in hint
+    assert "Fix that first: then vaestudy run" in hint and "--resume runs 1 more" in hint
     client = MlflowClient(server)
     parent = client.get_run(_newest_parent(client, "exits"))
     (errored,) = children(client, parent.info.run_id)

@@ -177,10 +177,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if outcome.to_run
             else "new trials already took their places"
         )
+        raised = outcome.code_errors()
+        if raised:  # the same code and config raise it again: no bare resume hint
+            shown = "; ".join(textwrap.shorten(e, 200) for e in raised[:3])
+            again = f"they raised {shown}. Fix that first: then {again}"
         print(
-            f"{outcome.errored} trials ended in an error (not a result: each run's "
-            "vaestudy.failure_reason tag in MLflow says why and on which node); they do not use "
-            f"up the study's trials: {again}",
+            _wrapped(
+                f"{outcome.errored} trials ended in an error (not a result: each run's "
+                "vaestudy.failure_reason tag in MLflow says why and on which node); they do not "
+                f"use up the study's trials: {again}"
+            ),
             file=sys.stderr,
         )
         return EXIT_INFRA

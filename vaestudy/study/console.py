@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -178,6 +180,17 @@ class StudyProgress:
         return Group(table, status)
 
 
+def error_cause(trial: Any) -> str:
+    """The exception that ended a Tune trial (`Type: message`, its traceback's last line, cut
+    to 200 characters), or what is known when its error file cannot be read."""
+    try:
+        lines = Path(trial.error_file).read_text(errors="replace").strip().splitlines()
+    except (OSError, TypeError):
+        return "no error file"
+    found = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", line)]
+    return textwrap.shorten((found or lines or ["an empty error file"])[-1], 200)
+
+
 def tune_callback(progress: StudyProgress):
     """A Ray Tune callback feeding `progress` (Ray is imported here, not at module import)."""
     from ray import tune
@@ -209,6 +222,6 @@ def tune_callback(progress: StudyProgress):
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             where = getattr(trial, "path", None) or "the study log"
-            self._show("ended", trial, "errored", f"see error.txt in {where}")
+            self._show("ended", trial, "errored", f"{error_cause(trial)}; error.txt in {where}")
 
     return TuneProgress(progress)

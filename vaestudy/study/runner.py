@@ -97,6 +97,14 @@ class StudyOutcome:
     interrupted: bool
     report: Report | None  # the study's answer, read back from MLflow (None: no trials)
     to_run: int = 0  # trials the budget still lacks (errored ones do not count)
+    causes: tuple[str, ...] = ()  # each errored trial's `vaestudy.failure_reason`
+
+    def code_errors(self) -> list[str]:
+        """The distinct exceptions errored trials raised (`Type: message`), which running them
+        again raises again until their cause is fixed; a process that died is not one."""
+        prefix = "error on "  # `vaestudy.study.trial.errors_recorded`: "error on NODE: Type: ..."
+        found = {c.split(": ", 1)[1] for c in self.causes if c.startswith(prefix) and ": " in c}
+        return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -229,7 +237,8 @@ def run_study(
         mark("trials")
         ended_cleanly = {r.metrics["trial_id"] for g in grids for r in g if _clean(r)}
         orphans = close_orphans(client, experiment, parent_id, ended_cleanly)
-        finished, failed, errored = _count_children(client, experiment, parent_id)
+        finished, failed, causes = _count_children(client, experiment, parent_id)
+        errored = len(causes)
         if orphans:
             client.set_tag(parent_id, "vaestudy.orphans_closed", str(orphans))
         report = None
@@ -249,6 +258,7 @@ def run_study(
             interrupted,
             report,
             to_run=ledger.remaining(study.spec.num_trials),
+            causes=causes,
         )
 
 
@@ -454,11 +464,13 @@ def _checkpoint_keeping(study: Study, tune_path: str) -> dict[str, Any]:
     }
 
 
-def _count_children(client: MlflowClient, experiment: str, parent_id: str) -> tuple[int, int, int]:
-    """The study's trial runs: finished, failed (diverged or errored), errored (did not reach
-    their own end: an infrastructure failure, not a result)."""
+def _count_children(
+    client: MlflowClient, experiment: str, parent_id: str
+) -> tuple[int, int, tuple[str, ...]]:
+    """The study's trial runs: finished, failed (diverged or errored), and the reasons of the
+    errored ones (they did not reach their own end: an error, not a result)."""
     runs = trial_runs(client, client.get_run(parent_id))
     finished = sum(r.info.status == "FINISHED" for r in runs)
     failed = sum(r.info.status == "FAILED" or TAG_FAILURE in r.data.tags for r in runs)
-    errored = sum(r.info.status == "FAILED" and not ended(r) for r in runs)
-    return finished, failed, errored
+    errored = [r for r in runs if r.info.status == "FAILED" and not ended(r)]
+    return finished, failed, tuple(r.data.tags.get(TAG_FAILURE, "") for r in errored)
