@@ -2,12 +2,12 @@
 
     python -m benchmarks.constrained_search --data ../shared/data [--trials 24] [--seeds 0 1 2]
 
-The study is `studies/cpu/geco.yaml` (minimise test KL; yardstick test recon <= 125 nats; each
-trial's own constraint recon <= κ). Each method runs `--trials` trials per sampler seed through
-vaestudy's own search (`make_search`: the Ray Tune searcher Tune drives, on a real Optuna study)
-and trains every trial in this process with `Trainer`, telling the search each trial's final
-report as a study trial does (`study.trial.final_report`); no Ray runtime, no MLflow, so the
-table measures the search alone:
+The study is `studies/cpu/geco.yaml` (minimise validation KL; yardstick recon <= 125 nats and each
+trial's own constraint recon <= κ, both on the validation split, as the search sees them). Each
+method runs `--trials` trials per sampler seed through vaestudy's own search (`make_search`: the Ray
+Tune searcher Tune drives, on a real Optuna study) and trains every trial in this process with
+`Trainer`, telling the search each trial's final report as a study trial does
+(`study.trial.final_report`); no Ray runtime, no MLflow, so the table measures the search alone:
 
 - `constraint-aware TPE`: the study as shipped, `search_constraints: both`;
 - `plain TPE`: the same sampler and seed, `search_constraints: none` (the search sees only KL);
@@ -15,7 +15,7 @@ table measures the search alone:
 
 Every trial is judged by the report's rule (`vaestudy.feasibility.judge`: own constraints, no
 saturated multiplier, and the yardstick). The table gives, per method, the feasible fraction and
-the best feasible test KL (mean and standard deviation over the seeds; a seed with no feasible
+the best feasible validation KL (mean and standard deviation over the seeds; a seed with no feasible
 trial counts as missing and is named), and the wall time.
 """
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 
 from tests.test_cli_run import CLI, cli, sets
 from tests.test_study import TINY, write_study
-from vaestudy.cli import EXIT_BAD_INPUT, EXIT_OK
+from vaestudy.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK
 
 pytestmark = pytest.mark.slow
 
@@ -258,3 +259,48 @@ def test_two_studies_started_together_on_one_new_store_both_finish(tmp_path, sha
         out, err = driver.communicate(timeout=600)
         assert driver.returncode == EXIT_OK, out + err
     assert run_statuses(tmp_path / "mlflow" / "mlflow.db").count("FINISHED") == 4
+
+
+def test_a_filling_disk_stops_the_study_in_seconds_and_resume_loses_nothing(tmp_path, shared_data):
+    """The study's folder on a real 256 MiB filesystem (tmpfs). Too full at the start: refused
+    in preflight (exit 2). Filled while a trial trains: the study stops within a minute, exit 1,
+    naming the filesystem, no logging tracebacks, no run left RUNNING, nothing called diverged;
+    with room again, `--resume` finishes every trial and keeps those that had finished."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(disk)], check=True)
+    try:
+        path = write_study(disk, shared_data, name="full", max_concurrent=1)
+        db = disk / "mlflow" / "mlflow.db"
+        filler = disk / "filler"
+
+        def fill(leave_mb: int) -> None:  # real blocks (tmpfs does not back a sparse file)
+            size_mb = shutil.disk_usage(disk).free // 2**20 - leave_mb
+            subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", f"count={size_mb}",
+                            "status=none"], check=True)  # fmt: skip
+
+        fill(leave_mb=40)
+        refused = cli(["validate", str(path)], disk)
+        assert refused.returncode == EXIT_BAD_INPUT and f"filesystem at {disk}" in refused.stderr
+        filler.unlink()
+
+        args = ["run", str(path), *sets([*TINY, "train.epochs=30"]), "--trials", "3"]
+        driver = start_and_wait_for_a_trial(args, disk, db)
+        fill(leave_mb=40)
+        began = time.monotonic()
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == EXIT_INFRA, out + err
+        assert time.monotonic() - began < 60
+        assert f"stopped: disk nearly full: the filesystem at {disk}" in err
+        assert "continue it with" in err and "Logging error" not in out + err
+        assert "0 diverged" in out.replace("\n", " ")
+        assert "RUNNING" not in run_statuses(db)
+        finished = run_statuses(db).count("FINISHED")
+
+        filler.unlink()
+        done = cli(["run", str(path), "--resume"], disk)
+        assert done.returncode == EXIT_OK, done.stdout + done.stderr
+        assert "3 trials finished, 0 diverged, 0 errored" in done.stdout.replace("\n", " ")
+        assert run_statuses(db).count("FINISHED") >= finished + 1  # none discarded
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -1,12 +1,12 @@
 """`vaestudy` command line: train, validate, run, studies, report, compare, best, ui.
 
-Exit statuses: 0 done (every trial ended: finished, diverged or stopped early are results);
-1 infrastructure errors (a trial errored, or none ended); 2 bad input (config, data, stores,
-resources, cluster: one clear message, no traceback, nothing run or created); 130 interrupted
-(Ctrl-C; `vaestudy run` prints the command that continues the study); 143 and 129: stopped by
-SIGTERM or SIGHUP, which `vaestudy run` takes as Ctrl-C (`vaestudy.interrupts`). Config and
-study files are read and checked (`validate`, and `run` before it starts anything) without
-importing torch, Ray or MLflow.
+Exit statuses: 0 done (every trial ended: finished, diverged or stopped early are results); 1
+infrastructure errors (a trial errored, or none ended, or a filling disk stopped the study); 2 bad
+input (config, data, stores, resources, cluster: one clear message, no traceback, nothing run or
+created); 130 interrupted (Ctrl-C; `vaestudy run` prints the command that continues the study); 143
+and 129: stopped by SIGTERM or SIGHUP, which `vaestudy run` takes as Ctrl-C (`vaestudy.interrupts`).
+Config and study files are read and checked (`validate`, and `run` before it starts anything)
+without importing torch, Ray or MLflow.
 """
 
 from __future__ import annotations
@@ -128,7 +128,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         quiet_libraries(log_file)  # again: some install their log handlers on import
         mark("imports")
 
+    from vaestudy.disk_watch import study_paths, watching
+
+    room = study_paths(args.tracking_uri, args.storage_path, args.optuna_storage)
     with (
+        watching(room),  # a filling disk stops the study as Ctrl-C would
         tracking_session(args.tracking_uri, while_starting=start) as uri,
         StudyProgress(study, log_file) as progress,
     ):
@@ -154,7 +158,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"\n{_wrapped(report.rules_text())}\n")
         print(answer_table(report).to_markdown(index=False, floatfmt=".4g"))
         print(f"\n{_wrapped(answer(report))}\n")
-    diverged = outcome.failed - outcome.errored
+    diverged = outcome.diverged
     state = "interrupted" if outcome.interrupted else "done"
     end = (
         f"study {study.name!r}, run {outcome.run_name!r} {state}: {outcome.finished} trials "
@@ -169,8 +173,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     print(_wrapped(end))
     if outcome.interrupted:
-        print(f"continue it with: {resume_command(study)}", file=sys.stderr)
-        return interrupts.exit_status(EXIT_INTERRUPTED)
+        return _interrupted(resume_command(study))
     if outcome.errored or not (outcome.finished or diverged):
         again = (
             f"{resume_command(study)} runs {outcome.to_run} more"
@@ -191,6 +194,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_INFRA
     return EXIT_OK
+
+
+def _interrupted(resume: str | None) -> int:
+    """Say why the run stopped early and how to continue it; the exit status that says so: 1
+    for a fault (`vaestudy.interrupts.stop`), 128 + the signal's number for a stop signal."""
+    from vaestudy import interrupts
+
+    fault = interrupts.fault()
+    print(f"stopped: {fault}" if fault else "interrupted", file=sys.stderr)
+    if resume:
+        print(f"continue it with: {resume}", file=sys.stderr)
+    return EXIT_INFRA if fault else interrupts.exit_status(EXIT_INTERRUPTED)
 
 
 def _study_name(text: str) -> str:
@@ -434,10 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        from vaestudy import interrupts
-
-        print("interrupted", file=sys.stderr)
-        return interrupts.exit_status(EXIT_INTERRUPTED)
+        return _interrupted(None)
 
 
 if __name__ == "__main__":

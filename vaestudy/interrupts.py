@@ -1,17 +1,20 @@
 """How a study run stops on a signal: Ctrl-C (SIGINT), SIGTERM (timeout, Slurm, systemd,
-Kubernetes) and SIGHUP (a closed terminal) all stop it the same way.
+Kubernetes) and SIGHUP (a closed terminal) all stop it the same way; so does `stop`, called
+from any thread for a fault the run cannot outlive (a filling disk: `vaestudy.disk_watch`).
 
 While Ray Tune runs trials (`tune_running`), the first signal asks Tune for its graceful stop
 (Tune's own handler, which it also installs on SIGUSR1): trials are checkpointed, the experiment
 state saved, the runner closes the runs and prints the command that resumes. Outside Tune, or on
 a second signal, it raises KeyboardInterrupt. The runner checks `requested` between its phases,
-and `vaestudy run` exits with `exit_status`: 128 + the first signal's number (130, 143, 129).
+and `vaestudy run` exits with `exit_status`: 128 + the first signal's number (130, 143, 129);
+after `stop`, `fault` says why (the run exits 1).
 Ray installs its own SIGTERM handler (which aborts the driver) when it starts: call `install`
 again after `ray.init`.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
@@ -19,6 +22,7 @@ from collections.abc import Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _received: list[int] = []
+_faults: list[str] = []
 _tune_running: list[bool] = [False]
 
 
@@ -47,9 +51,24 @@ def tune_running() -> Iterator[None]:
         _tune_running[0] = False
 
 
+def stop(fault: str) -> None:
+    """Stop the run from any thread because of `fault`, as a first stop signal would: Tune's
+    graceful stop while trials run, else KeyboardInterrupt in the main thread."""
+    _faults.append(fault)
+    if _tune_running[0]:
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop
+    else:
+        _thread.interrupt_main()
+
+
+def fault() -> str | None:
+    """Why `stop` stopped the run, if it did."""
+    return _faults[0] if _faults else None
+
+
 def requested() -> bool:
-    """Whether a stop signal arrived (the runner then starts nothing new)."""
-    return bool(_received)
+    """Whether a stop signal or a fault arrived (the runner then starts nothing new)."""
+    return bool(_received or _faults)
 
 
 def exit_status(default: int) -> int:

@@ -4,7 +4,8 @@
   and every combination of the values searched under `data`) are present and readable.
 - **Stores**: the tracking store answers (or, for a local SQLite file, can be written), the
   Optuna storage's database answers (or can be written), and Ray Tune's storage path can be
-  written (a URI such as `s3://...`: can be opened). On a cluster, each node's own reach is
+  written (a URI such as `s3://...`: can be opened), and each local filesystem they (and Ray's
+  temporary files) live on has room (`vaestudy.disk_watch`). On a cluster, each node's own reach is
   checked once Ray is connected (`vaestudy.study.cluster.check_nodes_reach`).
 - **Cluster and resources**: one trial's request (`study.resources`) fits on one node: this
   machine's CPUs for a local run; with `--address`, the head node answers on its port, and the
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from vaestudy.config import DataConfig
 from vaestudy.dataset_files import data_problem
+from vaestudy.disk_watch import low_space, study_paths
 from vaestudy.errors import UserError
 from vaestudy.stores import (
     database_problem,
@@ -105,6 +107,7 @@ def study_problems(
         problems.append(remote_storage_problem(storage))
     else:
         problems.append(writable_path_problem(Path(storage), "Ray Tune storage (--storage-path)"))
+    problems.append(low_space(study_paths(tracking_uri, storage_path, optuna_storage)))
     if address or os.environ.get("RAY_ADDRESS"):
         problems.append(cluster_problem(address))
     else:

@@ -56,6 +56,7 @@ def quiet_libraries(log_file: Path) -> None:
         logger.setLevel(logging.INFO)
         logger.propagate = False
     logging.captureWarnings(True)
+    logging.raiseExceptions = False  # a log write that fails (a full disk) is not a traceback
     warnings.simplefilter("default")
     # Tune warns about checkpoint syncing every few seconds with many short trials, and its
     # newer output engine prints an experiment header (and a TensorBoard hint) even when silent.

@@ -92,12 +92,16 @@ class StudyOutcome:
     experiment_id: str  # the study's MLflow experiment
     tracking_uri: str
     finished: int
-    failed: int  # diverged or errored
+    failed: int  # runs FAILED: diverged (a result) or errored (not one)
     errored: int  # ended in an infrastructure error (not a result): `vaestudy run` exits 1
     interrupted: bool
     report: Report | None  # the study's answer, read back from MLflow (None: no trials)
     to_run: int = 0  # trials the budget still lacks (errored ones do not count)
     causes: tuple[str, ...] = ()  # each errored trial's `vaestudy.failure_reason`
+
+    @property
+    def diverged(self) -> int:
+        return self.failed - self.errored
 
     def code_errors(self) -> list[str]:
         """The distinct exceptions errored trials raised (`Type: message`), which running them
@@ -471,6 +475,6 @@ def _count_children(
     errored ones (they did not reach their own end: an error, not a result)."""
     runs = trial_runs(client, client.get_run(parent_id))
     finished = sum(r.info.status == "FINISHED" for r in runs)
-    failed = sum(r.info.status == "FAILED" or TAG_FAILURE in r.data.tags for r in runs)
+    failed = sum(r.info.status == "FAILED" for r in runs)
     errored = [r for r in runs if r.info.status == "FAILED" and not ended(r)]
     return finished, failed, tuple(r.data.tags.get(TAG_FAILURE, "") for r in errored)
