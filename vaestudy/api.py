@@ -40,7 +40,13 @@ from mlflow.tracking import MlflowClient
 from vaestudy.errors import UserError
 from vaestudy.report import Report, build_report, compare_reports
 from vaestudy.search_plots import load_search
-from vaestudy.stores import check_server, sqlite_damage, store_uri, tracking_session
+from vaestudy.stores import (
+    check_server,
+    sqlite_damage,
+    sqlite_file,
+    store_uri,
+    tracking_session,
+)
 from vaestudy.tracking import (
     PARENT,
     TAG_FEASIBLE,
@@ -56,8 +62,7 @@ def open_store(tracking_uri: str | None = None) -> MlflowClient:
     """A client on the tracking store itself (see the module doc); a missing local store or an
     unreachable server is a clear `UserError`."""
     backend = store_uri(tracking_uri)
-    if backend.startswith("sqlite:///"):
-        path = Path(backend.removeprefix("sqlite:///"))
+    if (path := sqlite_file(backend)) is not None:
         if not path.is_file():
             raise UserError(
                 f"no tracking store at {path}: run a study first (vaestudy run STUDY.yaml) or "

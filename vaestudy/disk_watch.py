@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from vaestudy import interrupts
-from vaestudy.stores import optuna_storage_url, store_uri, tune_storage_uri
+from vaestudy.stores import optuna_storage_url, sqlite_file, store_uri, tune_storage_uri
 
 MIN_FREE_MB = 64.0
 INTERVAL_S = 2.0
@@ -58,8 +58,8 @@ def study_paths(
     folder (Ray's session files)."""
     paths = [Path(tempfile.gettempdir())]
     for url in (store_uri(tracking_uri), optuna_storage_url(optuna_storage)):
-        if url.startswith("sqlite:///"):
-            paths.append(Path(url.removeprefix("sqlite:///")).parent)
+        if (database := sqlite_file(url)) is not None:
+            paths.append(database.parent)
     tune = tune_storage_uri(storage_path)
     if "://" not in tune:
         paths.append(Path(tune))

@@ -64,16 +64,21 @@ def optuna_storage_url(url: str | None = None) -> str:
     return url or f"sqlite:///{(default_store() / 'optuna.db').resolve()}"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a `sqlite:///PATH` URL, or None for any other URL."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 def made_ready(url: str) -> str:
     """`url` with its Optuna tables made: for a SQLite file, its folder too (Optuna opens, not
     creates, folders), and under `sqlite_lock`, so that studies starting together on one new
     file do not create its schema twice."""
     import optuna
 
-    if not url.startswith("sqlite:///"):
+    path = sqlite_file(url)
+    if path is None:
         optuna.storages.RDBStorage(url)
         return url
-    path = Path(url.removeprefix("sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite_lock(path):
         optuna.storages.RDBStorage(url)
@@ -258,8 +263,7 @@ def database_problem(url: str, what: str, timeout: float = 5.0) -> str | None:
     cannot be used, or None: a SQLite file must be writable or creatable, a server must accept
     a TCP connection."""
     scheme = urllib.parse.urlsplit(url).scheme
-    if scheme == "sqlite":
-        path = Path(url.removeprefix("sqlite:///"))
+    if (path := sqlite_file(url)) is not None:
         return writable_path_problem(path, what) or sqlite_damage(path, what)
     base = scheme.split("+")[0]
     if base in _DEFAULT_PORTS:
@@ -313,9 +317,8 @@ def serve(
     starts (it takes tens of seconds on a small machine). On exit the server's whole process
     group (uvicorn included) is stopped; if this process dies without exiting (SIGKILL), the
     group stops itself (`vaestudy.server_guard`)."""
-    store = default_store()
-    if backend_uri.startswith("sqlite:///"):
-        store = Path(backend_uri.removeprefix("sqlite:///")).parent
+    database = sqlite_file(backend_uri)
+    store = default_store() if database is None else database.parent
     store.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     uri = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -337,8 +340,8 @@ def serve(
     # A server creates a new SQLite store's schema: one at a time on one file (the lock is held
     # until this one answers; a second study's server then finds the tables made).
     starting = contextlib.ExitStack()
-    if backend_uri.startswith("sqlite:///"):
-        starting.enter_context(sqlite_lock(Path(backend_uri.removeprefix("sqlite:///"))))
+    if database is not None:
+        starting.enter_context(sqlite_lock(database))
     proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
     )

@@ -138,6 +138,22 @@ def find_trial_run(
     return found[0] if found else None
 
 
+ERROR_PREFIX = "error on "  # a failure reason that is an exception: "error on NODE: Type: message"
+
+
+def error_reason(node: str, exc: BaseException) -> str:
+    """The failure reason of an attempt that raised `exc` on `node`."""
+    return f"{ERROR_PREFIX}{node}: {type(exc).__name__}: {exc}"
+
+
+def raised(reason: str) -> str | None:
+    """The exception (`Type: message`) a failure reason records, or None when the trial did not
+    raise one (its process died)."""
+    if not reason.startswith(ERROR_PREFIX) or ": " not in reason:
+        return None
+    return reason.split(": ", 1)[1]
+
+
 def ended(run: Run) -> bool:
     """Whether a trial's run reached its own end: finished, or diverged (FAILED with a step)."""
     status = run.info.status

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vaestudy.study.spec import Choice, Study, describe, variant_param
+from vaestudy.study.spec import Choice, Study, describe
 
 
 def _distribution(key: str, dist: Any, study: Study) -> str:
@@ -25,11 +25,7 @@ def study_note(study: Study, optuna_name: str, optuna_storage: str) -> str:
     spec = study.spec
     overrides = " ".join(f"`{o}`" for o in study.overrides) or "none"
     search = [f"- `{k}`: {_distribution(k, d, study)}" for k, d in study.distributions.items()]
-    search += [
-        f"- `{variant_param(key, label)}`: {describe(dist)}"
-        for label, own in zip(study.variants, study.variant_distributions, strict=True)
-        for key, dist in own.items()
-    ]  # each variant's own searched keys
+    search += [f"- `{k}`: {describe(d)}" for k, d in study.variant_searched.items()]
     fixed = [f"- `{key}` = `{value}`" for key, value in study.fixed.items()]
     yardstick = ", ".join(f"`{rule.label}`" for rule in spec.constraints) or "none"
     metrics = ", ".join(f"`{m}` ({mode})" for m, mode in zip(spec.metrics, spec.modes, strict=True))

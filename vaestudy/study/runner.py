@@ -77,6 +77,7 @@ from vaestudy.tracking import (
     find_trial_run,
     latest_study_run,
     log_params,
+    raised,
     study_experiment,
     study_runs,
     trial_runs,
@@ -106,9 +107,7 @@ class StudyOutcome:
     def code_errors(self) -> list[str]:
         """The distinct exceptions errored trials raised (`Type: message`), which running them
         again raises again until their cause is fixed; a process that died is not one."""
-        prefix = "error on "  # `vaestudy.study.trial.errors_recorded`: "error on NODE: Type: ..."
-        found = {c.split(": ", 1)[1] for c in self.causes if c.startswith(prefix) and ": " in c}
-        return sorted(found)
+        return sorted({e for c in self.causes if (e := raised(c)) is not None})
 
 
 @dataclass(frozen=True)

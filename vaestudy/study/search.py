@@ -323,9 +323,8 @@ class PackSearch(StudySearch):
             super().on_trial_complete(key, own or None, error or not own)
 
 
-def _trials_so_far(storage_url: str, study_name: str) -> int:
+def _trials_so_far(storage: optuna.storages.RDBStorage, study_name: str) -> int:
     """How many trials the Optuna study `study_name` holds (0 if it does not exist yet)."""
-    storage = optuna.storages.RDBStorage(storage_url)
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
@@ -348,14 +347,15 @@ def make_search(
     spec = study.spec
     multi = len(spec.metrics) > 1
     pack = spec.pack if pack is None else pack
+    storage = optuna.storages.RDBStorage(storage_url)
     common: dict[str, Any] = {
         "teller": TrialTeller.for_study(study),
         "space": space or SearchSpace(study),
         "metric": spec.metrics if multi else spec.metrics[0],
         "mode": spec.modes if multi else spec.modes[0],
-        "sampler": sampler or make_sampler(spec.sampler, _trials_so_far(storage_url, study_name)),
+        "sampler": sampler or make_sampler(spec.sampler, _trials_so_far(storage, study_name)),
         "study_name": study_name,
-        "storage": optuna.storages.RDBStorage(storage_url),
+        "storage": storage,
         "num_trials": spec.num_trials if num_trials is None else num_trials,
     }
     if space is None and spec.budget_per_variant:

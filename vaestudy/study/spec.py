@@ -393,14 +393,18 @@ class Study:
         return labels
 
     @property
+    def variant_searched(self) -> dict[str, Distribution]:
+        """Each variant's own searched keys by their Optuna names (`objective.kappa@geco`)."""
+        return {
+            variant_param(key, label): dist
+            for label, dists in zip(self.variants, self.variant_distributions, strict=True)
+            for key, dist in dists.items()
+        }
+
+    @property
     def searched_keys(self) -> list[str]:
         """Every searched key as Optuna names it: the study's, then each variant's own."""
-        own = [
-            variant_param(key, label)
-            for label, dists in zip(self.variants, self.variant_distributions, strict=True)
-            for key in dists
-        ]
-        return [*self.distributions, *own]
+        return [*self.distributions, *self.variant_searched]
 
     def variant_config(self, index: int, pick: int = 0) -> Any:
         """Objective choice `index` with each of its own searched keys at its first (`pick` 0)

@@ -67,6 +67,7 @@ from vaestudy.tracking import (
     TAG_YARDSTICK,
     TRIAL_CONFIG,
     TrialRun,
+    error_reason,
     log_params,
 )
 from vaestudy.trainer import Diverged, Trainer, TrainResult
@@ -92,7 +93,7 @@ def errors_recorded(runs: Sequence[TrialRun]) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        reason = f"error on {where()}: {type(exc).__name__}: {exc}"
+        reason = error_reason(where(), exc)
         for run in runs:
             with contextlib.suppress(Exception):  # the tracking server may be what failed
                 run.set_tags({TAG_FAILURE: reason[:5000]})
