@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# The `slow` tier: every test that needs a Ray runtime or a tracking server (directly or through
+# another fixture), besides those marked `slow` by hand (they start servers or `vaestudy run`
+# themselves). `pytest -m "not slow"` runs the rest in a few minutes; CI runs both.
+SLOW_FIXTURES = {"server", "ray_session", "cluster"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     assert (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file(), (

@@ -21,9 +21,10 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO
 from tests.test_study import TINY, children, write_study
 from vaestudy.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK
-from vaestudy.errors import ConfigError, UserError
+from vaestudy.errors import ClusterError, ConfigError, UserError
 from vaestudy.preflight import data_configs, study_problems
 from vaestudy.stores import free_port, redacted, tune_storage_uri
+from vaestudy.study import cluster
 from vaestudy.study.cluster import reach_problems
 from vaestudy.study.resume import TAG_OVERRIDES, merged_overrides
 from vaestudy.study.runner import Ledger, resumed_ledger
@@ -169,6 +170,44 @@ def test_every_node_checks_it_reaches_the_stores(ray_session, tmp_path):
     assert ray.get(probe.remote(tracking, str(tmp_path), str(tmp_path / "marker")))[1:] == []
 
 
+def test_a_local_ray_start_that_times_out_is_stopped_and_tried_again(monkeypatch, capsys):
+    """Ray's own fixed 30 s wait for a new local node, missed (the fault injected into
+    `ray.init` after it started a process): what the failed start left running is stopped and
+    the start tried again, saying so; a start that keeps timing out ends in a `ClusterError`
+    naming local causes, after `LOCAL_ATTEMPTS` tries."""
+    import ray
+
+    started: list[subprocess.Popen] = []
+    timeout = "The current node timed out during startup. This could happen because ..."
+
+    def init(**kwargs) -> None:
+        started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        if len(started) == 1:
+            raise Exception(timeout)
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)  # a shared test session stays up
+    monkeypatch.setattr(ray, "init", init)
+    cluster.start_ray(None)
+    assert started[0].wait(timeout=10) == -signal.SIGKILL  # the failed start's process
+    assert started[1].poll() is None  # the second start's, left running
+    started[1].kill()
+    said = capsys.readouterr().err
+    assert "did not start within Ray's fixed 30 s (load average" in said
+    assert "starting it again (attempt 2 of 3)" in said
+
+    def never(**kwargs) -> None:
+        started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        raise Exception(timeout)
+
+    monkeypatch.setattr(ray, "init", never)
+    with pytest.raises(ClusterError, match=r"local Ray instance \(attempt 3 of 3\).*too loaded"):
+        cluster.start_ray(None)
+    assert all(p.wait(timeout=10) == -signal.SIGKILL for p in started[2:])
+    assert len(started) == 2 + cluster.LOCAL_ATTEMPTS
+
+
 def test_resume_overrides_must_agree_with_the_start():
     stored = ["data.root=/d", "study.num_trials=3"]
     assert merged_overrides(stored, ["study.num_trials=3"], "s.yaml") == stored
@@ -260,6 +299,7 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_ui_stops_its_server_on_a_signal(tmp_path, sig):
     port = free_port()

@@ -20,6 +20,7 @@ import pytest
 from tests.test_cli_run import CLI, cli, sets
 from tests.test_study import TINY, write_study
 from vaestudy.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK
+from vaestudy.processes import alive, descendants
 
 pytestmark = pytest.mark.slow
 
@@ -33,34 +34,6 @@ def run_statuses(db: Path) -> list[str]:
             return [status for (status,) in con.execute("select status from runs")]
         except sqlite3.OperationalError:  # the server has not made its tables yet
             return []
-
-
-def descendants(pid: int) -> set[int]:
-    """The live processes below `pid` (children, their children, ...), from /proc."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pids: set[int]) -> set[int]:
-    out = set()
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                out.add(pid)
-        except OSError:
-            pass
-    return out
 
 
 def command(pid: int) -> bytes:
@@ -304,3 +277,36 @@ def test_a_filling_disk_stops_the_study_in_seconds_and_resume_loses_nothing(tmp_
         assert run_statuses(db).count("FINISHED") >= finished + 1  # none discarded
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_local_start_on_a_machine_loaded_8x_its_cores_succeeds(tmp_path, shared_data, server):
+    """CPU hogs, 8 per core, hold the machine while a study starts Ray locally: progress shows
+    from the first seconds (on stderr), the start succeeds (a local Ray start that misses Ray's
+    own fixed 30 s node wait is stopped and tried again), and the study finishes. The hogs stop
+    once the trials start: the fault is the start."""
+    path = write_study(tmp_path, shared_data, name="loaded")
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(8 * (os.cpu_count() or 1))
+    ]
+    try:
+        args = ["run", str(path), "--tracking-uri", server, "--trials", "1", *sets(TINY)]
+        started = time.monotonic()
+        driver = subprocess.Popen(
+            [*CLI, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        lines = [driver.stderr.readline()]
+        first_line_s = time.monotonic() - started
+        while lines[-1] and "starting the trials" not in lines[-1]:
+            lines.append(driver.stderr.readline())
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    out, err = driver.communicate(timeout=600)
+    shown = "".join(lines) + err
+    assert driver.returncode == EXIT_OK, shown
+    assert lines[0].startswith("[") and "checking" in lines[0], shown
+    assert first_line_s < 15, f"the first progress line took {first_line_s:.0f} s"
+    assert "starting Ray (local)" in shown and "starting the trials" in shown
+    assert "1 trials finished" in out

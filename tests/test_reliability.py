@@ -101,6 +101,7 @@ def test_a_killed_trial_worker_resumes_from_its_checkpoint_in_the_same_run(
     assert len(trials) == pack and all(t.state == TrialState.COMPLETE for t in trials)
 
 
+@pytest.mark.slow
 def test_a_tracking_server_outage_mid_study_loses_no_metrics(tmp_path, shared_data):
     """Stop the MLflow server while trials are logging, bring it back on the same port and
     store ~20 s later: the study finishes and every trajectory point is in MLflow."""

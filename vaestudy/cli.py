@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
 
 from vaestudy.errors import UserError
@@ -97,6 +98,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vaestudy.study.spec import load_study
 
     interrupts.install()  # SIGTERM and SIGHUP stop a study as Ctrl-C does
+    _say(f"checking {args.study}: the study, its data and stores")
     overrides = list(args.set or [])
     if args.trials is not None:
         overrides.append(f"study.num_trials={args.trials}")
@@ -110,7 +112,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         optuna_storage=args.optuna_storage,
     )
-    from vaestudy.stores import store_uri, tracking_session, tune_storage, ui_url
+    from vaestudy.stores import redacted, store_uri, tracking_session, tune_storage, ui_url
     from vaestudy.study.console import StudyProgress, mark, quiet_libraries
 
     log_file = tune_storage(args.storage_path) / f"{study.name}.log"
@@ -120,7 +122,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def start() -> None:  # while the tracking server starts: Ray, then the other imports
         from vaestudy.study.cluster import start_ray
 
+        cluster = args.address or os.environ.get("RAY_ADDRESS")
+        _say(f"joining the Ray cluster at {cluster}" if cluster else "starting Ray (local)")
         start_ray(args.address)
+        _say("Ray is up; importing MLflow, Optuna and Ray Tune")
         interrupts.install()  # again: Ray's own SIGTERM handler aborts
         mark("ray start")
         import vaestudy.study.runner  # noqa: F401 - MLflow, Optuna, Tune, pandas
@@ -131,12 +136,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vaestudy.disk_watch import study_paths, watching
 
     room = study_paths(args.tracking_uri, args.storage_path, args.optuna_storage)
+    backend = store_uri(args.tracking_uri)
+    _say(
+        f"checking the tracking server at {redacted(backend)}"
+        if backend.startswith(("http://", "https://"))
+        else f"starting the tracking server over {redacted(backend)}"
+    )
     with (
         watching(room),  # a filling disk stops the study as Ctrl-C would
         tracking_session(args.tracking_uri, while_starting=start) as uri,
         StudyProgress(study, log_file) as progress,
     ):
         mark("tracking server")
+        _say(f"tracking server ready at {redacted(uri)}; starting the trials")
         from vaestudy.study.runner import run_study
 
         outcome = run_study(
@@ -167,7 +179,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"tables and figures: vaestudy report {study.name} --run {outcome.run_name}; "
         + (
             f"in the MLflow UI: {ui_url(uri, outcome.experiment_id, outcome.parent_run_id)}"
-            if (uri := store_uri(args.tracking_uri)).startswith(("http://", "https://"))
+            if backend.startswith(("http://", "https://"))
             else f"in the MLflow UI: vaestudy ui {study.name}"
         )
     )
@@ -194,6 +206,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_INFRA
     return EXIT_OK
+
+
+_STARTED = time.monotonic()
+
+
+def _say(step: str) -> None:
+    """One line of start-up progress on stderr: seconds since the command started, then what it
+    does now (`vaestudy run` takes tens of seconds to start on a small or busy machine)."""
+    print(f"[{time.monotonic() - _STARTED:5.1f} s] {step}...", file=sys.stderr, flush=True)
 
 
 def _interrupted(resume: str | None) -> int:
@@ -325,7 +346,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)  # SIGINT raises KeyboardInterrupt already
+    for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT too: a background start ignores it
+        signal.signal(sig, stop)
     try:
         with serve(backend, port=args.port, host=args.host) as uri:
             print(

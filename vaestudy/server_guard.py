@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from vaestudy.processes import group_members, kill
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_WAIT_S = 15.0  # the group's grace after SIGTERM before SIGKILL
 SERVED_S = 30.0  # a run at least this long counts as having served: restart it
@@ -88,13 +90,7 @@ def main(argv: list[str]) -> int:
 
 def _kill_leftovers() -> None:
     """SIGKILL every other process of the guard's group (what is left of a dead CMD)."""
-    me, group = os.getpid(), os.getpgrp()
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not pid.isdigit() or int(pid) == me:
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{pid}/stat") as f:
-            if int(f.read().rsplit(")", 1)[1].split()[2]) == group:
-                os.kill(int(pid), signal.SIGKILL)
+    kill(group_members(os.getpgrp()) - {os.getpid()})
     time.sleep(0.5)  # the kernel frees their sockets
 
 

@@ -8,6 +8,8 @@ starts and before it imports the rest (`vaestudy.study.runner`).
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import ray
 
 from vaestudy.errors import ClusterError
 from vaestudy.preflight import PreflightError, resource_problem
+from vaestudy.processes import descendants, kill
 from vaestudy.stores import (
     PASSWORD_ENV,
     USERNAME_ENV,
@@ -23,33 +26,71 @@ from vaestudy.stores import (
 )
 from vaestudy.study.spec import Study
 
+LOCAL_ATTEMPTS = 3  # a local Ray start that times out is tried this many times in all
+
 
 def start_ray(address: str | None) -> None:
     """Connect to the Ray cluster at `address` (or $RAY_ADDRESS), or start a local one; a
-    failure is a `ClusterError` naming the address and the likely causes."""
+    failure is a `ClusterError` naming the address and the likely causes.
+
+    Ray waits a fixed 30 s for a new local node to register (`ray/_private/node.py`); on a
+    loaded machine it may not. A local start that times out is stopped (every process it
+    started) and tried again, up to `LOCAL_ATTEMPTS` times in all, saying so on stderr."""
     if ray.is_initialized():
         return
     # The tracking server's credentials (`vaestudy.stores.take_credentials`) reach the trial
     # processes of every node through the job's environment, never through Tune's storage.
     secrets = {k: os.environ[k] for k in (USERNAME_ENV, PASSWORD_ENV) if k in os.environ}
+    where = address or os.environ.get("RAY_ADDRESS")
+    for attempt in range(1, (1 if where else LOCAL_ATTEMPTS) + 1):
+        before = descendants()
+        try:
+            ray.init(
+                address=address,
+                logging_level="ERROR",
+                include_dashboard=False,
+                log_to_driver=False,  # trial processes' output stays in Ray's session logs
+                runtime_env={"env_vars": secrets} if secrets else None,
+            )
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean "no cluster"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if where:
+                raise ClusterError(
+                    f"cannot reach Ray at {where}: {first}. Likely causes: the cluster uses "
+                    "token authentication (set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN as on "
+                    "the cluster), the driver's Ray or Python version differs from the "
+                    "cluster's, or the address or port is unreachable from here. Nothing was run."
+                ) from None
+            ray.shutdown()
+            kill(descendants() - before)  # what the failed start left running
+            if attempt < LOCAL_ATTEMPTS and "timed out" in first:
+                print(
+                    f"Ray's local node did not start within Ray's fixed 30 s ({machine_load()});"
+                    f" starting it again (attempt {attempt + 1} of {LOCAL_ATTEMPTS})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
+            raise ClusterError(
+                f"cannot start a local Ray instance (attempt {attempt} of {LOCAL_ATTEMPTS}): "
+                f"{first}. Likely causes on this machine: it is too loaded to start Ray in "
+                f"time ({machine_load()}), its temporary folder ({_ray_temp()}) is full or "
+                "not writable, or Ray processes of an earlier run are stuck (`ray stop` ends "
+                "them). Nothing was run."
+            ) from None
+
+
+def machine_load() -> str:
+    """`load average 9.3 on 2 cores`, or what is known."""
     try:
-        ray.init(
-            address=address,
-            logging_level="ERROR",
-            include_dashboard=False,
-            log_to_driver=False,  # trial processes' output stays in Ray's session logs
-            runtime_env={"env_vars": secrets} if secrets else None,
-        )
-    except Exception as exc:  # noqa: BLE001 - Ray raises many kinds; all mean "no cluster"
-        where = address or os.environ.get("RAY_ADDRESS") or "a new local Ray instance"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClusterError(
-            f"cannot start or reach Ray at {where}: {first}. Likely causes: the cluster uses "
-            "token authentication (set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN as on the "
-            "cluster), the driver's Ray or Python version differs from the cluster's, the "
-            "address or port is unreachable from here, or the machine is too loaded to start "
-            "Ray in time. Nothing was run."
-        ) from None
+        return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except OSError:
+        return f"{os.cpu_count()} cores"
+
+
+def _ray_temp() -> str:
+    return os.environ.get("RAY_TMPDIR") or os.path.join(tempfile.gettempdir(), "ray")
 
 
 def check_cluster(study: Study, address: str | None) -> None:
