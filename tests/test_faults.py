@@ -283,7 +283,7 @@ def test_a_local_start_on_a_machine_loaded_8x_its_cores_succeeds(tmp_path, share
     """CPU hogs, 8 per core, hold the machine while a study starts Ray locally: progress shows
     from the first seconds (on stderr), the start succeeds (a local Ray start that misses Ray's
     own fixed 30 s node wait is stopped and tried again), and the study finishes. The hogs stop
-    once the trials start: the fault is the start."""
+    once Ray is up: the fault is Ray's start."""
     path = write_study(tmp_path, shared_data, name="loaded")
     hogs = [
         subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -297,7 +297,7 @@ def test_a_local_start_on_a_machine_loaded_8x_its_cores_succeeds(tmp_path, share
         )
         lines = [driver.stderr.readline()]
         first_line_s = time.monotonic() - started
-        while lines[-1] and "starting the trials" not in lines[-1]:
+        while lines[-1] and "Ray is up" not in lines[-1]:
             lines.append(driver.stderr.readline())
     finally:
         for hog in hogs:
@@ -308,5 +308,5 @@ def test_a_local_start_on_a_machine_loaded_8x_its_cores_succeeds(tmp_path, share
     assert driver.returncode == EXIT_OK, shown
     assert lines[0].startswith("[") and "checking" in lines[0], shown
     assert first_line_s < 15, f"the first progress line took {first_line_s:.0f} s"
-    assert "starting Ray (local)" in shown and "starting the trials" in shown
+    assert "starting Ray (local)" in shown and "Ray is up" in shown
     assert "1 trials finished" in out
