@@ -120,9 +120,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     mark("preflight")
 
     def start() -> None:  # while the tracking server starts: Ray, then the other imports
+        from vaestudy.preflight import ray_address
         from vaestudy.study.cluster import start_ray
 
-        cluster = args.address or os.environ.get("RAY_ADDRESS")
+        cluster = ray_address(args.address)
         _say(f"joining the Ray cluster at {cluster}" if cluster else "starting Ray (local)")
         start_ray(args.address)
         _say("Ray is up; importing MLflow, Optuna and Ray Tune")

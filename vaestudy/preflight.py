@@ -72,11 +72,16 @@ def resource_problem(resources: Resources, nodes: Sequence[Mapping[str, float]])
     return None
 
 
+def ray_address(address: str | None) -> str | None:
+    """The Ray cluster a study joins: `--address`, else $RAY_ADDRESS; None: a local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
 def cluster_problem(address: str | None, timeout: float = 5.0) -> str | None:
     """Why the Ray cluster at `address` (`host:port` or `ray://host:port`; default
     $RAY_ADDRESS) cannot be reached, or None (also for no address and for `auto`). Ray itself
     would retry an unreachable address for minutes."""
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = ray_address(address)
     if not address or address == "auto":
         return None
     host, sep, port = address.removeprefix("ray://").rpartition(":")
@@ -108,7 +113,7 @@ def study_problems(
     else:
         problems.append(writable_path_problem(Path(storage), "Ray Tune storage (--storage-path)"))
     problems.append(low_space(study_paths(tracking_uri, storage_path, optuna_storage)))
-    if address or os.environ.get("RAY_ADDRESS"):
+    if ray_address(address):
         problems.append(cluster_problem(address))
     else:
         problems.append(resource_problem(study.spec.resources, [{"CPU": os.cpu_count() or 1}]))

@@ -16,7 +16,7 @@ from pathlib import Path
 import ray
 
 from vaestudy.errors import ClusterError
-from vaestudy.preflight import PreflightError, resource_problem
+from vaestudy.preflight import PreflightError, ray_address, resource_problem
 from vaestudy.processes import descendants, kill
 from vaestudy.stores import (
     PASSWORD_ENV,
@@ -41,7 +41,7 @@ def start_ray(address: str | None) -> None:
     # The tracking server's credentials (`vaestudy.stores.take_credentials`) reach the trial
     # processes of every node through the job's environment, never through Tune's storage.
     secrets = {k: os.environ[k] for k in (USERNAME_ENV, PASSWORD_ENV) if k in os.environ}
-    where = address or os.environ.get("RAY_ADDRESS")
+    where = ray_address(address)
     for attempt in range(1, (1 if where else LOCAL_ATTEMPTS) + 1):
         before = descendants()
         try:
@@ -95,7 +95,7 @@ def _ray_temp() -> str:
 
 def check_cluster(study: Study, address: str | None) -> None:
     """On a cluster (Ray was given an address), check that one trial fits on some node."""
-    if not (address or os.environ.get("RAY_ADDRESS")):
+    if not ray_address(address):
         return  # local: checked before anything started (vaestudy.preflight)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     problem = resource_problem(study.spec.resources, nodes)
