@@ -12,14 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
-from tests.test_study import TINY, children, write_study
+from tests.conftest import CLI, REPO, TINY, children, cli, sets, write_study
 from vaestudy.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK
 from vaestudy.errors import ClusterError, ConfigError, UserError
 from vaestudy.preflight import data_configs, study_problems
@@ -31,18 +29,6 @@ from vaestudy.study.runner import Ledger, resumed_ledger
 from vaestudy.study.search import counts
 from vaestudy.study.spec import load_study
 from vaestudy.tracking import latest_study_run
-
-CLI = [sys.executable, "-m", "vaestudy.cli"]
-
-
-def cli(args: list[str], cwd: Path, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kw
-    )
-
-
-def sets(overrides: list[str]) -> list[str]:
-    return [item for o in overrides for item in ("--set", o)]
 
 
 def test_validate_imports_no_framework(tmp_path):
@@ -60,6 +46,18 @@ def test_validate_imports_no_framework(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+
+
+def test_a_bad_tracking_silence_limit_is_refused_before_anything_starts(tmp_path, shared_data):
+    """$VAESTUDY_TRACKING_SILENCE_S (how long the tracking server may stay silent) must be a
+    number of seconds above 0: else exit 2 naming it, nothing created."""
+    study = REPO / "studies" / "cpu" / "geco.yaml"
+    for bad in ("soon", "0", "-5"):
+        env = {**os.environ, "VAESTUDY_TRACKING_SILENCE_S": bad}
+        proc = cli(["run", str(study), "--set", f"data.root={shared_data}"], tmp_path, env=env)
+        assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
+        assert f"$VAESTUDY_TRACKING_SILENCE_S={bad!r}: expected a number of seconds" in proc.stderr
+        assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_data_root_fails_before_anything_starts(tmp_path):

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CLI, FEASIBLE_GECO, write_study
 from tests.loopback_cluster import BUCKET, DATABASE, HEAD, TRACKING, LoopbackCluster
-from tests.test_open_tools import FEASIBLE_GECO
-from tests.test_study import write_study
 
 TRIALS = 4
 STEPS = 2700  # 3,600 images (400 more for validation) / batch 40 = 90 steps per epoch, 30 epochs
@@ -79,7 +78,7 @@ out = [
 
 def vaestudy(cluster: LoopbackCluster, folder: Path, args: list[str], name: str):
     shutil.copy(folder.parent / "study.yaml", folder / "study.yaml")
-    command = [sys.executable, "-m", "vaestudy.cli", "run", "study.yaml", *args]
+    command = [*CLI, "run", "study.yaml", *args]
     return cluster.start(name, command, cwd=folder)
 
 

@@ -1,10 +1,10 @@
 """Bad configs fail with the file, the dotted key and what was expected: exit 2, no traceback."""
 
 import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import CLI
 from vaestudy.cli import main
 
 
@@ -60,8 +60,6 @@ def test_bad_override(tmp_path, capsys):
 def test_missing_data_exits_2_without_traceback(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(f"data: {{root: {tmp_path / 'empty'}}}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "vaestudy.cli", "train", str(path)], capture_output=True, text=True
-    )
+    proc = subprocess.run([*CLI, "train", str(path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "MNIST/raw" in proc.stderr and "Traceback" not in proc.stderr

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli_run import CLI, cli, sets
-from tests.test_study import TINY, write_study
+from tests.conftest import CLI, TINY, cli, sets, write_study
 from vaestudy.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK
 from vaestudy.processes import alive, descendants
 
@@ -43,11 +42,13 @@ def command(pid: int) -> bytes:
         return b""
 
 
-def start_and_wait_for_a_trial(args: list[str], cwd: Path, db: Path) -> subprocess.Popen:
+def start_and_wait_for_a_trial(
+    args: list[str], cwd: Path, db: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """Start `vaestudy run` and return once one of its trials is training (a child run is
     RUNNING beside the parent)."""
     driver = subprocess.Popen(
-        [*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
     deadline = time.monotonic() + 300
     while run_statuses(db).count("RUNNING") < 2:
@@ -214,6 +215,53 @@ def test_the_local_tracking_server_killed_mid_study_is_restarted_and_nothing_is_
         finals = con.execute("select count(*) from latest_metrics where key = 'test/kl'")
         assert finals.fetchone()[0] == 2
     assert len(points) == 2 and len(set(points.values())) == 1, points
+
+
+def test_a_remote_tracking_server_that_stays_down_ends_the_study_and_resume_sends_the_rest(
+    tmp_path, shared_data
+):
+    """The study's `http://` tracking server stopped while a trial trains, and left down: the
+    study stops within its silence limit and seconds (exit 1, naming the server, printing the
+    resume command). The trial's client gives up at once (no retries), so it trains on and keeps
+    the unsent points in its checkpoints. With the server back, `--resume` finishes the trial
+    from its last checkpoint: no run is left RUNNING, every trajectory step is in MLflow exactly
+    once, and the run has one final test value."""
+    from vaestudy.server_watch import SILENCE_ENV
+    from vaestudy.stores import free_port, serve
+
+    (tmp_path / "remote").mkdir()
+    db = tmp_path / "remote" / "mlflow.db"
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    path = write_study(tmp_path, shared_data, name="silent", max_concurrent=1)
+    changes = [*TINY, "train.epochs=150", "study.checkpoint_interval_s=0"]
+    args = ["run", str(path), "--tracking-uri", uri, *sets(changes), "--trials", "1"]
+    env = {**os.environ, SILENCE_ENV: "15", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    with serve(f"sqlite:///{db}", port=port):
+        driver = start_and_wait_for_a_trial(args, tmp_path, db, env)
+        time.sleep(3)
+    began = time.monotonic()  # the server is down from here on
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == EXIT_INFRA, out + err
+    assert time.monotonic() - began < 15 + 30
+    assert f"stopped: the tracking server at {uri} has not answered for" in err
+    assert "continue it with" in err and "Traceback" not in out + err
+
+    with serve(f"sqlite:///{db}", port=port):
+        done = cli(["run", str(path), "--resume", "--tracking-uri", uri], tmp_path)
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    assert "1 trials finished, 0 diverged, 0 errored" in done.stdout.replace("\n", " ")
+    assert "RUNNING" not in run_statuses(db)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        rows = con.execute(
+            "select m.run_uuid, m.key, m.step, count(*) from metrics m join tags t on "
+            "t.run_uuid = m.run_uuid where t.key = 'mlflow.parentRunId' and m.key in "
+            "('train/loss', 'test/kl') group by m.run_uuid, m.key, m.step"
+        ).fetchall()
+    assert {count for *_, count in rows} == {1}
+    steps = sorted(step for _, key, step, _ in rows if key == "train/loss")
+    assert steps == list(range(2, 150 * 10 + 1, 2))  # 10 batches an epoch, a point every 2
+    assert sum(key == "test/kl" for _, key, *_ in rows) == 1
 
 
 def test_two_studies_started_together_on_one_new_store_both_finish(tmp_path, shared_data):

@@ -24,7 +24,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.test_study import TINY, children, steps, write_study
+from tests.conftest import CLI, FEASIBLE_GECO, TINY, children, sets, steps, write_study
 from vaestudy import api
 from vaestudy.cli import main
 from vaestudy.config import load_run_config
@@ -33,14 +33,6 @@ from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
 from vaestudy.tracking import find_trial_run
 from vaestudy.trainer import Trainer
-
-FEASIBLE_GECO = {  # recon after 10 steps is ~260 nats: every trial meets κ and the yardstick
-    "search": {
-        "objective.kappa": {"uniform": [400.0, 500.0]},
-        "objective.multiplier.init": {"loguniform": [0.1, 10.0]},
-    },
-    "constraints": [{"metric": "recon", "bound": 1000.0}],
-}
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +46,8 @@ def local_runs(tmp_path_factory, shared_data, ray_session):
         path = write_study(folder, shared_data, **FEASIBLE_GECO)
         first = run_study(load_study(path, [*TINY, "study.num_trials=2"]))
         out = io.StringIO()
-        sets = [arg for item in TINY for arg in ("--set", item)]
         with contextlib.redirect_stdout(out):
-            code = main(["run", str(path), *sets, "--trials", "1"])
+            code = main(["run", str(path), *sets(TINY), "--trials", "1"])
         yield SimpleNamespace(
             folder=folder, path=path, first=first, code=code, printed=out.getvalue()
         )
@@ -216,7 +207,7 @@ def test_ui_prints_the_studys_runs_table_in_the_model_training_view(in_project):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     ui = subprocess.Popen(
-        [sys.executable, "-m", "vaestudy.cli", "ui", "geco", "--port", str(port)],
+        [*CLI, "ui", "geco", "--port", str(port)],
         cwd=in_project.folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -3,11 +3,11 @@ server, and a load of 32 trials 8 at a time. Real Ray, real MLflow servers, real
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from contextlib import ExitStack
@@ -18,7 +18,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.test_study import TINY, children, steps, write_study
+from tests.conftest import CLI, TINY, children, sets, steps, write_study
 from vaestudy.feasibility import WORST
 from vaestudy.stores import free_port, made_ready, optuna_storage_url, serve
 from vaestudy.study.runner import Ledger, run_study, settle_orphaned_trials
@@ -116,8 +116,7 @@ def test_a_tracking_server_outage_mid_study_loses_no_metrics(tmp_path, shared_da
     with ExitStack() as first:
         first.enter_context(serve(f"sqlite:///{store}", port=port))
         driver = subprocess.Popen(
-            [sys.executable, "-m", "vaestudy.cli", "run", str(path), "--tracking-uri", uri]
-            + sum((["--set", o] for o in overrides), []),
+            [*CLI, "run", str(path), "--tracking-uri", uri, *sets(overrides)],
             cwd=tmp_path,
             env={**os.environ, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"},  # retries at 2, 4, 8 s..
             stdout=log.open("wb"),
@@ -157,7 +156,8 @@ def test_a_tracking_server_outage_mid_study_loses_no_metrics(tmp_path, shared_da
 
 def test_unsent_trajectory_points_wait_for_the_next_flush(server, monkeypatch):
     """Past the client's retries, a non-strict flush keeps the points and a later one sends
-    them; a strict flush (the trial's last) raises."""
+    them; a strict flush (the trial's last) raises. What a checkpoint keeps (`unsent`, through
+    JSON) and a later attempt re-queues (`keep`) is sent once, even a point that had been sent."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     client = MlflowClient(server)
     experiment = client.create_experiment(f"buffer-{time.time_ns()}")
@@ -174,10 +174,17 @@ def test_unsent_trajectory_points_wait_for_the_next_flush(server, monkeypatch):
     except Exception as exc:  # noqa: BLE001 - MlflowException or a connection error
         assert "127.0.0.1" in str(exc)
     run.client = client
-    run.finish()
+    run.flush()
+    run.add_row({"step": 3.0, "loss": 1.5})
+    kept = json.loads(json.dumps(run.unsent()))  # as a checkpoint holds them
+    again = TrialRun.open(client, experiment, parent, "t0", "t0", {})  # the next attempt
+    sent = client.get_metric_history(run.run_id, "train/loss")[-1]  # step 2, sent
+    again.keep([(sent.key, sent.value, sent.timestamp, sent.step), *map(tuple, kept)])
+    again.finish()
     assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "train/loss")] == [
         (1, 3.0),
         (2, 2.0),
+        (3, 1.5),
     ]
     assert client.get_run(run.run_id).info.status == RunStatus.to_string(RunStatus.FINISHED)
 

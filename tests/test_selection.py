@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import write_idx
-from tests.test_study import TINY, children, write_study
+from tests.conftest import CLI, TINY, children, sets, write_idx, write_study
 from vaestudy.dotted import unprefixed
 from vaestudy.report import build_report
 from vaestudy.study.runner import run_study
@@ -100,10 +98,10 @@ def test_confirmation_retrains_each_selection_with_fresh_seeds_and_resumes(
         sampler={"kind": "grid", "seed": 0}, search={"objective": VARIANTS},
         confirm={"seeds": 2, "first_seed": 1000},
     )  # fmt: skip
-    sets = sum((["--set", o] for o in [*TINY, "study.num_trials=2", "train.epochs=3"]), [])
-    command = [sys.executable, "-m", "vaestudy.cli", "run", str(path), "--tracking-uri", server]
+    command = [*CLI, "run", str(path), "--tracking-uri", server]
     log = tmp_path / "driver.log"
-    driver = subprocess.Popen([*command, *sets], cwd=tmp_path, stdout=log.open("wb"),
+    overrides = [*TINY, "study.num_trials=2", "train.epochs=3"]
+    driver = subprocess.Popen([*command, *sets(overrides)], cwd=tmp_path, stdout=log.open("wb"),
                               stderr=subprocess.STDOUT)  # fmt: skip
     client = MlflowClient(server)
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
+from tests.conftest import CLI, REPO, TINY, children, sets, steps, write_study
 from vaestudy.cli import main
 from vaestudy.errors import ConfigError
 from vaestudy.study.runner import run_study
@@ -18,15 +15,6 @@ from vaestudy.study.spec import load_study
 from vaestudy.tracking import PARENT
 
 STUDIES = sorted((REPO / "studies").rglob("*.yaml"))
-TINY = [
-    "data.train_limit=444",  # 400 to train on, 44 for validation
-    "data.test_limit=100",
-    "train.batch_size=40",
-    "train.epochs=1",
-    "train.log_every=2",
-    "train.iwae_samples=5",
-    "study.resources.cpu=0.5",
-]
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=[str(p.relative_to(REPO)) for p in STUDIES])
@@ -34,28 +22,6 @@ def test_every_shipped_study_validates(path):
     study = load_study(path)
     assert study.distributions
     assert study.trial_config({}).objective.name
-
-
-# GECO's multiplicative rule: its runaway λ (the divergence tests' fault) is one setting away.
-GECO_RULE = {"init": 1.0, "update": "geco", "lr": 1e-4, "ema": 0.99, "min": 1e-6, "max": 1e4,
-             "warmup_steps": 20}  # fmt: skip
-
-
-def write_study(tmp_path: Path, shared_data: Path, **study_changes) -> Path:
-    """`studies/geco.yaml` on the shared data, with GECO's own multiplier rule and search."""
-    raw = yaml.safe_load((REPO / "studies" / "geco.yaml").read_text())
-    raw["data"]["root"] = str(shared_data)
-    raw["objective"]["multiplier"] = dict(GECO_RULE)
-    raw["study"]["search"] = {
-        "objective.kappa": {"uniform": [80.0, 120.0]},
-        "objective.multiplier.init": {"loguniform": [0.1, 10.0]},
-        "objective.multiplier.lr": {"loguniform": [1.0e-5, 1.0e-3]},
-        "objective.multiplier.ema": {"uniform": [0.9, 0.999]},
-    }
-    raw["study"].update(study_changes)
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 @pytest.mark.parametrize(
@@ -91,17 +57,6 @@ def test_bad_study_fails_before_anything_starts(
     err = capsys.readouterr().err
     assert str(path) in err and message in err and "Traceback" not in err
     assert not (tmp_path / "mlflow").exists() and not (tmp_path / "ray_results").exists()
-
-
-def children(client: MlflowClient, parent_id: str):
-    parent = client.get_run(parent_id)
-    return client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.`{PARENT}` = '{parent_id}'"
-    )
-
-
-def steps(client, run_id, key):
-    return [m.step for m in client.get_metric_history(run_id, key)]
 
 
 def test_many_concurrent_trials_keep_every_trajectory(
@@ -261,7 +216,7 @@ def test_unreachable_tracking_server_is_reported_before_training(
             str(path),
             "--tracking-uri",
             "http://127.0.0.1:9",
-            *sum((["--set", o] for o in TINY), []),
+            *sets(TINY),
         ]
     )
     err = capsys.readouterr().err
@@ -275,15 +230,14 @@ def test_resume_after_the_driver_is_killed(tmp_path, shared_data, server, ray_se
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     monkeypatch.chdir(tmp_path)
     path = write_study(tmp_path, shared_data, name="killed", max_concurrent=1)
     overrides = [*TINY, "study.num_trials=3", "study.resources.cpu=1"]
-    args = [sys.executable, "-m", "vaestudy.cli", "run", str(path), "--tracking-uri", server]
+    args = [*CLI, "run", str(path), "--tracking-uri", server]
     driver = subprocess.Popen(
-        [*args, *sum((["--set", o] for o in overrides), [])],
+        [*args, *sets(overrides)],
         cwd=tmp_path,
         start_new_session=True,
         stdout=subprocess.DEVNULL,

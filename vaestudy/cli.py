@@ -1,7 +1,8 @@
 """`vaestudy` command line: train, validate, run, studies, report, compare, best, ui.
 
 Exit statuses: 0 done (every trial ended: finished, diverged or stopped early are results); 1
-infrastructure errors (a trial errored, or none ended, or a filling disk stopped the study); 2 bad
+infrastructure errors (a trial errored, or none ended, or a filling disk or a silent tracking server
+stopped the study); 2 bad
 input (config, data, stores, resources, cluster: one clear message, no traceback, nothing run or
 created); 130 interrupted (Ctrl-C; `vaestudy run` prints the command that continues the study); 143
 and 129: stopped by SIGTERM or SIGHUP, which `vaestudy run` takes as Ctrl-C (`vaestudy.interrupts`).
@@ -105,6 +106,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         overrides = resume_overrides(args.study, overrides, args.tracking_uri)
     study = load_study(args.study, overrides)
+    from vaestudy.server_watch import silence_s
+
+    silence_s()  # a bad $VAESTUDY_TRACKING_SILENCE_S is refused before anything starts
     check_study(
         study,
         tracking_uri=args.tracking_uri,
@@ -134,6 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         quiet_libraries(log_file)  # again: some install their log handlers on import
         mark("imports")
 
+    from vaestudy import server_watch
     from vaestudy.disk_watch import study_paths, watching
 
     room = study_paths(args.tracking_uri, args.storage_path, args.optuna_storage)
@@ -146,21 +151,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with (
         watching(room),  # a filling disk stops the study as Ctrl-C would
         tracking_session(args.tracking_uri, while_starting=start) as uri,
+        server_watch.watching(uri),  # so does a tracking server silent for minutes
         StudyProgress(study, log_file) as progress,
     ):
         mark("tracking server")
         _say(f"tracking server ready at {redacted(uri)}; starting the trials")
         from vaestudy.study.runner import run_study
 
-        outcome = run_study(
-            study,
-            tracking_uri=uri,
-            address=args.address,
-            resume=args.resume,
-            storage_path=args.storage_path,
-            optuna_storage=args.optuna_storage,
-            progress=progress,
-        )
+        try:
+            outcome = run_study(
+                study,
+                tracking_uri=uri,
+                address=args.address,
+                resume=args.resume,
+                storage_path=args.storage_path,
+                optuna_storage=args.optuna_storage,
+                progress=progress,
+            )
+        except server_watch.TrackingLost:
+            return _interrupted(resume_command(study))
     mark("report")
     from vaestudy.report import answer, answer_table
 

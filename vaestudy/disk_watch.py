@@ -16,8 +16,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from vaestudy import interrupts
@@ -66,23 +65,12 @@ def study_paths(
     return paths
 
 
-@contextlib.contextmanager
-def watching(paths: list[Path]) -> Iterator[None]:
+def watching(paths: list[Path]) -> contextlib.AbstractContextManager[None]:
     """While the block runs, stop the study (`interrupts.stop`) if a filesystem holding
     `paths` drops under `MIN_FREE_MB` free."""
-    done = threading.Event()
 
-    def watch() -> None:
-        while not done.wait(INTERVAL_S):
-            why = low_space(paths)
-            if why is not None:
-                interrupts.stop(f"disk nearly full: {why}")
-                return
+    def check() -> str | None:
+        why = low_space(paths)
+        return None if why is None else f"disk nearly full: {why}"
 
-    thread = threading.Thread(target=watch, name="vaestudy-disk-watch", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
+    return interrupts.watching(check, INTERVAL_S, "vaestudy-disk-watch")

@@ -1,6 +1,7 @@
 """How a study run stops on a signal: Ctrl-C (SIGINT), SIGTERM (timeout, Slurm, systemd,
 Kubernetes) and SIGHUP (a closed terminal) all stop it the same way; so does `stop`, called
-from any thread for a fault the run cannot outlive (a filling disk: `vaestudy.disk_watch`).
+from any thread for a fault the run cannot outlive (a filling disk: `vaestudy.disk_watch`; a
+silent tracking server: `vaestudy.server_watch`), which `watching` checks for from a thread.
 
 While Ray Tune runs trials (`tune_running`), the first signal asks Tune for its graceful stop
 (Tune's own handler, which it also installs on SIGUSR1): trials are checkpointed, the experiment
@@ -18,7 +19,8 @@ import _thread
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _received: list[int] = []
@@ -74,3 +76,25 @@ def requested() -> bool:
 def exit_status(default: int) -> int:
     """128 + the first stop signal's number, or `default` if none arrived."""
     return 128 + _received[0] if _received else default
+
+
+@contextlib.contextmanager
+def watching(check: Callable[[], str | None], interval_s: float, name: str) -> Iterator[None]:
+    """While the block runs, call `check` every `interval_s` seconds from a thread (`name`); the
+    first fault it returns stops the run (`stop`), and the watch ends."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(interval_s):
+            why = check()
+            if why is not None:
+                stop(why)
+                return
+
+    thread = threading.Thread(target=watch, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

@@ -12,7 +12,9 @@ its own run instead of starting a duplicate. Trajectories go in with `log_batch`
 per request); a resumed trial skips steps already logged. The MLflow client retries failed HTTP
 requests with exponential backoff (MLFLOW_HTTP_REQUEST_MAX_RETRIES, default 7: about four
 minutes), which rides out brief server outages; past that, a trial keeps its unsent trajectory
-points queued and sends them at its next flush, so an outage costs no metrics.
+points queued and sends them at its next flush, and each Tune checkpoint keeps them too
+(`TrialRun.unsent` / `keep`), so an outage costs no metrics; a server silent for longer ends the
+study (`vaestudy.server_watch`).
 """
 
 from __future__ import annotations
@@ -224,6 +226,17 @@ class TrialRun:
             for k, v in metrics.items()
             if math.isfinite(v)
         ]
+
+    def unsent(self) -> list[tuple[str, float, int, int]]:
+        """The queued points not yet sent, as (key, value, timestamp ms, step): what a
+        checkpoint keeps."""
+        return [(m.key, m.value, m.timestamp, m.step) for m in self._pending]
+
+    def keep(self, points: list[tuple[str, float, int, int]]) -> None:
+        """Queue points an earlier attempt could not send (`unsent`), first. Sending one that
+        reached the server after all is harmless: MLflow stores a repeated point (same key,
+        value, time and step) once."""
+        self._pending = [Metric(k, v, t, step) for k, v, t, step in points] + self._pending
 
     def rewind(self, step: int) -> None:
         """Training went back to `step` (a restart from the last good state): drop unsent points

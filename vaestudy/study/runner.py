@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from vaestudy import interrupts
+from vaestudy import interrupts, server_watch
 from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import UserError
 from vaestudy.feasibility import split_names
@@ -237,6 +237,8 @@ def run_study(
                 interrupted = phase.interrupted()
         except KeyboardInterrupt:
             interrupted = True  # Tune saved its state; --resume continues
+        if server_watch.lost():  # nothing can be closed or counted without the server
+            raise server_watch.TrackingLost
         mark("trials")
         ended_cleanly = {r.metrics["trial_id"] for g in grids for r in g if _clean(r)}
         orphans = close_orphans(client, experiment, parent_id, ended_cleanly)

@@ -26,6 +26,7 @@ under `member<i>/` (and the pack's best under the study metric, for Tune's progr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import tempfile
@@ -74,6 +75,7 @@ from vaestudy.trainer import Diverged, Trainer, TrainResult
 from vaestudy.vectorized import VectorTrainer, member_view
 
 STATE_FILE = "trainer.pt"
+UNSENT_FILE = "unsent.json"  # per run: the points not yet sent when the checkpoint was taken
 TAG_PROCESS = "vaestudy.process"  # host:pid of the worker training the trial (latest attempt)
 TAG_NODE = "vaestudy.node"  # the Ray node of the latest attempt: "IP (node id)"
 TAG_ATTEMPT = "vaestudy.attempt."  # vaestudy.attempt.<k>: where attempt k ran (node, host:pid)
@@ -168,23 +170,29 @@ def _closed_report(study: Study, run: TrialRun) -> dict[str, Any]:
 
 
 def _restore(trainer: Trainer, runs: list[TrialRun]) -> None:
-    """Tune retries a crashed trial from its last checkpoint, if it has one."""
+    """Tune retries a crashed or stopped trial from its last checkpoint, if it has one: the
+    training state, and the points the runs could not send then, which go out first."""
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return
     with checkpoint.as_directory() as folder:
         trainer.load_bytes((Path(folder) / STATE_FILE).read_bytes())
-    for run in runs:
+        unsent = Path(folder) / UNSENT_FILE
+        kept = json.loads(unsent.read_text()) if unsent.exists() else [[] for _ in runs]
+    for run, points in zip(runs, kept, strict=True):
+        run.keep([tuple(p) for p in points])
+        run.flush(strict=False)
         run.set_tags({TAG_RESTORED: str(trainer.step)})
 
 
 class Reporter:
-    """Reports a trial's held-out metrics to Tune at each evaluation, with a checkpoint of the
-    training state when `study.checkpoint_interval_s` has passed since the last one (and at
-    the first evaluation)."""
+    """Reports a trial's held-out metrics to Tune at each evaluation, with a checkpoint when
+    `study.checkpoint_interval_s` has passed since the last one (and at the first evaluation):
+    the training state, and the points `runs` could not send yet (a tracking outage)."""
 
-    def __init__(self, study: Study) -> None:
+    def __init__(self, study: Study, runs: list[TrialRun]) -> None:
         self.interval = study.spec.checkpoint_interval_s
+        self.runs = runs
         self.last: float | None = None
 
     def __call__(self, metrics: dict[str, Any], state: Callable[[], bytes]) -> None:
@@ -195,6 +203,8 @@ class Reporter:
         self.last = now
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / STATE_FILE).write_bytes(state())
+            unsent = [run.unsent() for run in self.runs]
+            (Path(folder) / UNSENT_FILE).write_text(json.dumps(unsent))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
@@ -261,7 +271,7 @@ def _train(study: Study, cfg: RunConfig, run: TrialRun) -> None:
     trainer = Trainer(cfg)
     _restore(trainer, [run])
     last_good = trainer.save_bytes()
-    report = Reporter(study)
+    report = Reporter(study, [run])
 
     def on_eval(step: int, quick: dict[str, float]) -> None:
         nonlocal last_good
@@ -324,7 +334,7 @@ def _train_pack(study: Study, cfgs: list[RunConfig], runs: list[TrialRun]) -> No
     """A pack's training, reports and each member's end."""
     trainer = VectorTrainer(cfgs)
     _restore(trainer, runs)
-    report = Reporter(study)
+    report = Reporter(study, runs)
 
     def on_log(row: dict[str, float]) -> None:
         for i, run in enumerate(runs):
