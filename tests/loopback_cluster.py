@@ -160,12 +160,12 @@ class LoopbackCluster:
 
     def ray_nodes(self) -> int:
         count = (
-            "import ray; ray.init(address='127.0.0.1:6379', logging_level='ERROR'); "
-            "print(sum(n['Alive'] for n in ray.nodes()))"
+            "import ray; ray.init(address='127.0.0.1:6379', logging_level='ERROR', "
+            "log_to_driver=False); print('alive', sum(n['Alive'] for n in ray.nodes()))"
         )
         proc = self.run([sys.executable, "-c", count], timeout=120)
-        lines = proc.stdout.strip().splitlines()
-        return int(lines[-1]) if proc.returncode == 0 and lines else 0
+        counts = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("alive ")]
+        return int(counts[-1]) if proc.returncode == 0 and counts else 0
 
     def kill_raylet(self, ip: str) -> None:
         """SIGKILL the raylet of the worker node at `ip` (the node dies; its trials move)."""

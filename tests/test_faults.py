@@ -5,6 +5,7 @@ nothing (issue 24)."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -42,6 +43,24 @@ def command(pid: int) -> bytes:
         return b""
 
 
+def listening(pid: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses that listening TCP sockets are bound to in `pid`'s network namespace."""
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A":  # LISTEN
+                words = bytes.fromhex(local.split(":")[0])  # 32-bit words, each little-endian
+                raw = b"".join(words[i : i + 4][::-1] for i in range(0, len(words), 4))
+                found.add(ipaddress.ip_address(raw))
+    return found
+
+
+def loopback(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
 def start_and_wait_for_a_trial(
     args: list[str], cwd: Path, db: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen:
@@ -59,17 +78,28 @@ def start_and_wait_for_a_trial(
 
 
 def test_sigterm_and_sighup_stop_like_ctrl_c_and_sigkill_leaves_no_process(tmp_path, shared_data):
-    """SIGTERM and SIGHUP mid-trial: exit 143 and 129 within a minute, the resume command
-    printed, no run left RUNNING. SIGKILL of the driver: its tracking server is gone within
-    seconds (`vaestudy.server_guard`), Ray and every other process it started within three
-    minutes (Ray's agents exit once they find their raylet gone, after trying to report to the
-    dead GCS); `--resume` then finishes the study with every trial."""
+    """A local study runs in a network namespace of its own: every process of it (Ray's
+    included) is there, and all that listens there is on loopback. SIGTERM and SIGHUP mid-trial:
+    exit 143 and 129 within a minute, the resume command printed, no run left RUNNING. SIGKILL
+    of the driver: its tracking server is gone within seconds (`vaestudy.server_guard`), Ray and
+    every other process it started within three minutes (Ray's agents exit once they find their
+    raylet gone, after trying to report to the dead GCS); `--resume` then finishes the study
+    with every trial."""
     path = write_study(tmp_path, shared_data, name="signals", max_concurrent=1)
     db = tmp_path / "mlflow" / "mlflow.db"  # the embedded default store (no --tracking-uri)
     start = ["run", str(path), *sets([*TINY, "train.epochs=30"]), "--trials", "3"]
     resume = ["run", str(path), "--resume"]
     for args, sig, status in ((start, signal.SIGTERM, 143), (resume, signal.SIGHUP, 129)):
         driver = start_and_wait_for_a_trial(args, tmp_path, db)
+        if sig == signal.SIGTERM:  # a local study: its own network namespace, loopback only
+            study = {driver.pid, *descendants(driver.pid)}
+            assert (
+                {os.readlink(f"/proc/{pid}/ns/net") for pid in study}
+                == {os.readlink(f"/proc/{driver.pid}/ns/net")}
+                != {os.readlink("/proc/self/ns/net")}
+            )
+            bound = listening(driver.pid)
+            assert len(bound) and all(loopback(a) for a in bound), bound
         began = time.monotonic()
         driver.send_signal(sig)
         out, err = driver.communicate(timeout=120)
@@ -327,6 +357,7 @@ def test_a_filling_disk_stops_the_study_in_seconds_and_resume_loses_nothing(tmp_
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+@pytest.mark.alone
 def test_a_local_start_on_a_machine_loaded_8x_its_cores_succeeds(tmp_path, shared_data, server):
     """CPU hogs, 8 per core, hold the machine while a study starts Ray locally: progress shows
     from the first seconds (on stderr), the start succeeds (a local Ray start that misses Ray's

@@ -98,10 +98,10 @@ def test_confirmation_retrains_each_selection_with_fresh_seeds_and_resumes(
         sampler={"kind": "grid", "seed": 0}, search={"objective": VARIANTS},
         confirm={"seeds": 2, "first_seed": 1000},
     )  # fmt: skip
-    command = [*CLI, "run", str(path), "--tracking-uri", server]
+    overrides = sets([*TINY, "study.num_trials=2", "train.epochs=3"])
+    command = [*CLI, "run", str(path), "--tracking-uri", server, *overrides]
     log = tmp_path / "driver.log"
-    overrides = [*TINY, "study.num_trials=2", "train.epochs=3"]
-    driver = subprocess.Popen([*command, *sets(overrides)], cwd=tmp_path, stdout=log.open("wb"),
+    driver = subprocess.Popen(command, cwd=tmp_path, stdout=log.open("wb"),
                               stderr=subprocess.STDOUT)  # fmt: skip
     client = MlflowClient(server)
 
@@ -121,7 +121,7 @@ def test_confirmation_retrains_each_selection_with_fresh_seeds_and_resumes(
     assert driver.wait(timeout=300) == 130, log.read_text()[-3000:]
     assert len(confirmations("FINISHED")) < 4  # cut in the middle
 
-    resumed = subprocess.run([*command, *sets, "--resume"], cwd=tmp_path, capture_output=True,
+    resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True,
                              text=True, timeout=600, env=os.environ)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     done = confirmations("FINISHED")

@@ -94,10 +94,22 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vaestudy import interrupts
-    from vaestudy.preflight import check_study
+    from vaestudy.isolation import isolate, local_study
+    from vaestudy.preflight import check_study, ray_address
+    from vaestudy.stores import optuna_storage_url, store_uri, tune_storage_uri
     from vaestudy.study.resume import resume_command, resume_overrides
     from vaestudy.study.spec import load_study
 
+    stores = (store_uri(args.tracking_uri), optuna_storage_url(args.optuna_storage))
+    local = local_study(*stores, tune_storage_uri(args.storage_path), ray_address(args.address))
+    if local and args.program:  # before anything starts a thread or a process
+        why_not = isolate()
+        _say(
+            "a local study: in a network namespace of its own (Ray and the tracking server "
+            "listen on its loopback only)"
+            if why_not is None
+            else f"a local study, not in a network namespace of its own ({why_not})"
+        )
     interrupts.install()  # SIGTERM and SIGHUP stop a study as Ctrl-C does
     _say(f"checking {args.study}: the study, its data and stores")
     overrides = list(args.set or [])
@@ -116,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         optuna_storage=args.optuna_storage,
     )
-    from vaestudy.stores import redacted, store_uri, tracking_session, tune_storage, ui_url
+    from vaestudy.stores import redacted, tracking_session, tune_storage, ui_url
     from vaestudy.study.console import StudyProgress, mark, quiet_libraries
 
     log_file = tune_storage(args.storage_path) / f"{study.name}.log"
@@ -142,7 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vaestudy.disk_watch import study_paths, watching
 
     room = study_paths(args.tracking_uri, args.storage_path, args.optuna_storage)
-    backend = store_uri(args.tracking_uri)
+    backend = stores[0]
     _say(
         f"checking the tracking server at {redacted(backend)}"
         if backend.startswith(("http://", "https://"))
@@ -155,7 +167,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         StudyProgress(study, log_file) as progress,
     ):
         mark("tracking server")
-        _say(f"tracking server ready at {redacted(uri)}; starting the trials")
+        watch = f"vaestudy ui {study.name}" if local else redacted(uri)
+        _say(f"tracking server ready (watch with: {watch}); starting the trials")
         from vaestudy.study.runner import run_study
 
         try:
@@ -468,7 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `vaestudy` program (`argv` None: the command line); called with `argv`, as a library
+    function, `run` leaves the calling process in its network namespace (`vaestudy.isolation`)."""
     args = build_parser().parse_args(argv)
+    args.program = argv is None
     if hasattr(args, "tracking_uri"):  # credentials in it move to MLflow's variables
         from vaestudy.stores import take_credentials
 

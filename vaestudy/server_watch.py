@@ -4,9 +4,11 @@ Trials ride out a short outage: MLflow's client retries each request with backof
 minutes by default), and a trial whose flush still fails keeps the unsent points, in memory and
 in each Tune checkpoint it writes (`vaestudy.study.trial`), and trains on. A server that stays
 down would otherwise hold the study for as long as its trials last. So, while `vaestudy run` runs,
-`watching` asks the server for `/health` every `INTERVAL_S`; once it has not answered for
-`silence_s()` seconds ($VAESTUDY_TRACKING_SILENCE_S, default `DEFAULT_SILENCE_S`: longer than a
-local server's restart by its guard, `vaestudy.server_guard`), it stops the study as Ctrl-C would
+`watching` asks the server for `/health` every `INTERVAL_S` (any answer counts, however slow:
+a busy server is not a dead one); once it has not answered for `silence_s()` seconds
+($VAESTUDY_TRACKING_SILENCE_S, default `DEFAULT_SILENCE_S`: longer than a local server's restart
+by its guard, `vaestudy.server_guard`; a server that accepts connections but never answers is
+found within twice that), it stops the study as Ctrl-C would
 (`vaestudy.interrupts.stop`): Tune stops the trials within seconds and saves its state. The
 driver, which cannot close runs without the server, then raises `TrackingLost`, and `vaestudy
 run` exits 1 naming the server and printing the `--resume` command. Once the server answers
@@ -23,7 +25,7 @@ import time
 
 from vaestudy import interrupts
 from vaestudy.errors import ConfigError
-from vaestudy.stores import TrackingError, check_server, redacted
+from vaestudy.stores import answers, redacted
 
 SILENCE_ENV = "VAESTUDY_TRACKING_SILENCE_S"
 DEFAULT_SILENCE_S = 120.0
@@ -59,18 +61,16 @@ def watching(uri: str) -> contextlib.AbstractContextManager[None]:
     answered = [time.monotonic()]
 
     def check() -> str | None:
-        try:
-            check_server(uri, timeout=min(INTERVAL_S, limit))
-        except TrackingError:
-            silent = time.monotonic() - answered[0]
-            if silent < limit:
-                return None
-            _lost.append(uri)
-            return (
-                f"the tracking server at {redacted(uri)} has not answered for {silent:.0f} s "
-                f"(${SILENCE_ENV}: {limit:.0f}); the trials kept what they could not send"
-            )
-        answered[0] = time.monotonic()
-        return None
+        if answers(uri, timeout=limit):  # a busy server may take long: it still answers
+            answered[0] = time.monotonic()
+            return None
+        silent = time.monotonic() - answered[0]
+        if silent < limit:
+            return None
+        _lost.append(uri)
+        return (
+            f"the tracking server at {redacted(uri)} has not answered for {silent:.0f} s "
+            f"(${SILENCE_ENV}: {limit:.0f}); the trials kept what they could not send"
+        )
 
     return interrupts.watching(check, min(INTERVAL_S, limit), "vaestudy-server-watch")

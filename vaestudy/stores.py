@@ -184,6 +184,18 @@ def take_credentials(uri: str | None) -> str | None:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def answers(uri: str, timeout: float) -> bool:
+    """Whether the HTTP tracking server at `uri` answers `/health` within `timeout` seconds
+    (any answer: a server that refuses or fails a request is there)."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:  # refused, unreachable, timed out
+        return False
+    return True
+
+
 def check_server(uri: str, timeout: float = 10.0) -> None:
     """Fail fast, with a clear message, when an HTTP tracking server does not answer, or does
     not take this client's credentials (basic auth from $MLFLOW_TRACKING_USERNAME/PASSWORD)."""
