@@ -90,6 +90,7 @@ def wait(proc: subprocess.Popen, timeout: float) -> int:
         raise
 
 
+@pytest.mark.alone  # 3 Ray nodes, PostgreSQL and S3 on 2 cores: no room for another test
 def test_a_study_survives_a_dead_node_and_a_dead_driver(cluster, shared_data):
     root = cluster.root
     write_study(root, shared_data, **FEASIBLE_GECO)  # no trial diverges: all must finish

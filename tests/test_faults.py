@@ -154,6 +154,7 @@ def test_a_damaged_local_store_is_named_in_seconds_and_left_as_it_was(tmp_path, 
     assert db.read_bytes() == before
 
 
+@pytest.mark.alone  # MLflow's basic auth hashes the password per request: slow beside a test
 def test_credentials_in_the_tracking_uri_work_and_are_never_shown(tmp_path, shared_data):
     """A real MLflow server with basic auth: a study given `http://admin:PASSWORD@host:port`
     runs and logs its trials; a wrong password is refused in preflight (exit 2) naming the user;
