@@ -94,22 +94,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vaestudy import interrupts
-    from vaestudy.isolation import isolate, local_study
-    from vaestudy.preflight import check_study, ray_address
-    from vaestudy.stores import optuna_storage_url, store_uri, tune_storage_uri
+    from vaestudy.preflight import check_study
     from vaestudy.study.resume import resume_command, resume_overrides
     from vaestudy.study.spec import load_study
 
-    stores = (store_uri(args.tracking_uri), optuna_storage_url(args.optuna_storage))
-    local = local_study(*stores, tune_storage_uri(args.storage_path), ray_address(args.address))
-    if local and args.program:  # before anything starts a thread or a process
-        why_not = isolate()
-        _say(
-            "a local study: in a network namespace of its own (Ray and the tracking server "
-            "listen on its loopback only)"
-            if why_not is None
-            else f"a local study, not in a network namespace of its own ({why_not})"
-        )
+    local = _isolated_if_local(args)
     interrupts.install()  # SIGTERM and SIGHUP stop a study as Ctrl-C does
     _say(f"checking {args.study}: the study, its data and stores")
     overrides = list(args.set or [])
@@ -128,7 +117,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         optuna_storage=args.optuna_storage,
     )
-    from vaestudy.stores import redacted, tracking_session, tune_storage, ui_url
+    from vaestudy.stores import redacted, store_uri, tracking_session, tune_storage, ui_url
     from vaestudy.study.console import StudyProgress, mark, quiet_libraries
 
     log_file = tune_storage(args.storage_path) / f"{study.name}.log"
@@ -154,7 +143,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from vaestudy.disk_watch import study_paths, watching
 
     room = study_paths(args.tracking_uri, args.storage_path, args.optuna_storage)
-    backend = stores[0]
+    backend = store_uri(args.tracking_uri)
     _say(
         f"checking the tracking server at {redacted(backend)}"
         if backend.startswith(("http://", "https://"))
@@ -229,6 +218,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_INFRA
     return EXIT_OK
+
+
+def _isolated_if_local(args: argparse.Namespace) -> bool:
+    """Whether `vaestudy run ARGS` is a local study (`vaestudy.isolation.local_study`); the
+    program (not a library call) then moves into a network namespace of its own, before
+    anything starts a thread or a process, and says whether it could."""
+    from vaestudy.isolation import isolate, local_study
+    from vaestudy.preflight import ray_address
+    from vaestudy.stores import optuna_storage_url, store_uri, tune_storage_uri
+
+    stores = (store_uri(args.tracking_uri), optuna_storage_url(args.optuna_storage))
+    local = local_study(*stores, tune_storage_uri(args.storage_path), ray_address(args.address))
+    if local and args.program:
+        why_not = isolate()
+        _say(
+            "a local study: in a network namespace of its own (Ray and the tracking server "
+            "listen on its loopback only)"
+            if why_not is None
+            else f"a local study, not in a network namespace of its own ({why_not})"
+        )
+    return local
 
 
 _STARTED = time.monotonic()

@@ -24,6 +24,8 @@ import socket
 import struct
 import sys
 
+from vaestudy.stores import sqlite_file
+
 CLONE_NEWNET = 0x40000000  # <linux/sched.h>
 CLONE_NEWUSER = 0x10000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1  # <linux/sockios.h>, <net/if.h>
@@ -34,12 +36,8 @@ def local_study(tracking: str, optuna: str, tune: str, ray: str | None) -> bool:
     """Whether a study needs nothing beyond this machine: its tracking store and Optuna
     storage (`vaestudy.stores` URLs) are SQLite files, Tune's storage is a local path and Ray
     starts here (`ray` None)."""
-    return (
-        ray is None
-        and tracking.startswith("sqlite:///")
-        and optuna.startswith("sqlite:///")
-        and "://" not in tune
-    )
+    files = (sqlite_file(tracking), sqlite_file(optuna))
+    return ray is None and None not in files and "://" not in tune
 
 
 def isolate() -> str | None:
