@@ -48,6 +48,20 @@ def test_validate_imports_no_framework(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
 
 
+def test_a_diverging_train_run_exits_1_with_the_reason_and_no_traceback(tmp_path, shared_data):
+    path = tmp_path / "run.yaml"
+    rule = "{update: geco, lr: 1.0, max: 1.0e+9}"  # λ·exp(C): runs away at once
+    path.write_text(
+        f"data: {{root: {shared_data}, train_limit: 300, test_limit: 50}}\n"
+        f"objective: {{name: geco, kappa: 1.0, multiplier: {rule}}}\n"
+        "train: {epochs: 1, batch_size: 50, log_every: 1}\n"
+    )
+    result = cli(["train", str(path)], tmp_path, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{path}: training diverged at step" in result.stderr
+    assert "lambda/recon" in result.stderr and "> train.max_lambda" in result.stderr
+
+
 def test_a_bad_tracking_silence_limit_is_refused_before_anything_starts(tmp_path, shared_data):
     """$VAESTUDY_TRACKING_SILENCE_S (how long the tracking server may stay silent) must be a
     number of seconds above 0: else exit 2 naming it, nothing created."""

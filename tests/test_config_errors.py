@@ -18,8 +18,8 @@ def run_cli(args, capsys):
     [
         ("train: {epochs: many}\n", "train.epochs", "valid number"),
         ("train: {epoch: 3}\n", "train.epoch", "unknown key"),
-        ("objective: {name: nonsense}\n", "objective", "elbo"),
-        ("objective: {name: geco, kappa: -3}\n", "objective.kappa", "greater than 0"),
+        ("objective: {name: nonsense}\n", "objective.name", "elbo"),
+        ("objective: {name: geco, multiplier: {lr: 0}}\n", "objective.multiplier.lr", "than 0"),
         (
             "objective: {name: lagvae, epsilon: [80, -1]}\n",
             "objective.epsilon.1",

@@ -7,7 +7,7 @@ import torch
 from tests.conftest import write_idx
 from vaestudy.config import DataConfig
 from vaestudy.data import load_data
-from vaestudy.dataset_files import data_problem
+from vaestudy.datasets import data_problem
 from vaestudy.errors import DataError
 
 CPU = torch.device("cpu")

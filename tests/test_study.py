@@ -14,7 +14,7 @@ from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
 from vaestudy.tracking import PARENT
 
-STUDIES = sorted((REPO / "studies").rglob("*.yaml"))
+STUDIES = sorted((REPO / "studies").rglob("*.yaml")) + [REPO / "examples" / "plugin" / "study.yaml"]
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=[str(p.relative_to(REPO)) for p in STUDIES])
@@ -29,7 +29,7 @@ def test_every_shipped_study_validates(path):
     [
         ({"search": {"objective.kapa": {"uniform": [1, 2]}}}, "study.search.objective.kapa"),
         ({"search": {"objective.kappa": {"uniform": [5, 1]}}}, "low < high"),
-        ({"search": {"objective.kappa": {"uniform": [-5, 1]}}}, "greater than 0"),
+        ({"search": {"objective.multiplier.lr": {"uniform": [-5, 1]}}}, "greater than 0"),
         ({"search": {"objective.kl": {"choice": []}}}, "at least 1 item"),
         ({"search": {"objective": {"choice": [{"name": "vqvae"}]}}}, "vqvae"),
         ({"resources": {"gpu": 2}}, "study.resources.gpu"),

@@ -26,6 +26,7 @@ EXIT_INFRA = 1  # a trial ended in an infrastructure error, or no trial ended at
 EXIT_BAD_INPUT = 2  # a config, data, store, resource or cluster problem; nothing was run
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): finished trials are kept; --resume continues
 EXIT_NO_ANSWER = 1  # `vaestudy best`: the run has no feasible trial, so nothing was written
+EXIT_DIVERGED = 1  # `vaestudy train`: the run diverged, so it has no result
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -39,8 +40,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfgs, varied = member_configs(args.config, args.set, args.members)
         print_members(varied, VectorTrainer(cfgs).fit())
         return 0
+    from vaestudy.trainer import Diverged
+
     cfg = load_run_config(args.config, args.set)
-    result = train_with_progress(cfg)
+    try:
+        result = train_with_progress(cfg)
+    except Diverged as exc:  # a result of the settings, not a fault: named, no traceback
+        print(
+            f"{args.config}: training {exc}; no result. Lower the learning rates "
+            "(train.lr, objective.multiplier.lr) or loosen the targets",
+            file=sys.stderr,
+        )
+        return EXIT_DIVERGED
     squared = "per example; recon, elbo and neg_elbo: summed squared error, KL: nats"
     unit = "nats per example" if cfg.data.log_likelihood else squared
     print_metrics("validation", result.val, unit)

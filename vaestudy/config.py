@@ -8,15 +8,27 @@ default except where noted, unknown keys are rejected, and errors name the file 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from vaestudy.datasets import dataset_class
 from vaestudy.dotted import set_dotted
 from vaestudy.errors import ConfigError
-from vaestudy.objectives.configs import ElboConfig, ObjectiveConfig, objective_names
+from vaestudy.objectives.configs import ElboConfig, ObjectiveConfigBase, objective_config
+from vaestudy.plugins import PluginError, config_class
 
 
 class Section(BaseModel):
@@ -42,9 +54,20 @@ class DataConfig(Section):
     off explicitly: then the test split is also the validation split, and reports say so.
     """
 
-    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
-    root: str = "data"
-    download: bool = False
+    dataset: str = Field(
+        "mnist",
+        description="a built-in (vaestudy.datasets: mnist, fashion_mnist, cifar10, svhn, "
+        "omniglot, celeba, dsprites, image_folder, tensors), an installed plugin's name or an "
+        "import path 'package.module:Dataset'",
+    )
+    root: str = Field("data", description="the dataset's folder (tensors: its .npz or .pt file)")
+    image_size: int | None = Field(
+        None,
+        gt=0,
+        description="resize every image to image_size x image_size (area interpolation) when "
+        "read, e.g. 28 for Omniglot, 64 for CelebA; default: as stored",
+    )
+    download: bool = Field(False, description="mnist and fashion_mnist: fetch missing files")
     pixels: Literal["bernoulli", "binarized", "gaussian", "mse"] = "binarized"
     gaussian_sigma: float = Field(0.1, gt=0)
     train_limit: int | None = Field(None, gt=0, description="use only the first N training images")
@@ -55,6 +78,15 @@ class DataConfig(Section):
         description="validation split carved from train: a fraction (< 1) or a count of images",
     )
     seed: int = Field(0, description="carves the validation split; binarises val and test once")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        try:
+            dataset_class(name)
+        except PluginError as exc:
+            raise PydanticCustomError("plugin", str(exc)) from None
+        return name
 
     @model_validator(mode="after")
     def _whole_count(self) -> DataConfig:
@@ -75,13 +107,51 @@ class DataConfig(Section):
         return self.pixels != "mse"
 
 
-class ModelConfig(Section):
-    """Encoder/decoder pair. `conditional` gives the decoder a one-hot label (needed by icvae)."""
+class ModelConfigBase(Section):
+    """What every model's config has. A user's network subclasses it (see `vaestudy.models`):
+    `name` is the name the config gave (a built-in's, an entry point's or an import path);
+    `conditional` gives the decoder a one-hot label (needed by icvae)."""
+
+    name: str
+    latent_dim: int = Field(16, gt=0, description="latent size (per level for vlae)")
+    conditional: bool = False
+
+    def shape_problem(self, shape: tuple[int, int, int]) -> str | None:
+        """Why this network cannot take images of `shape` (C, H, W), or None. Checked before a
+        study starts, for every trial's data; a user's network may override it."""
+        return None
+
+
+CONV_DOWNSAMPLINGS = {28: 2, 32: 2, 64: 3}  # conv's image sizes: stride-2 convolutions each
+LADDER_SIZE = 28  # the vlae ladder's rungs are 28, 13, 6, 3, 1 px
+
+
+class ModelConfig(ModelConfigBase):
+    """The built-in nets (`vaestudy.models`), each sized from the data's image shape: mlp any
+    shape, conv square 28, 32 or 64 px, vlae 28×28 (any number of channels)."""
 
     name: Literal["mlp", "conv", "vlae"] = "mlp"
-    latent_dim: int = Field(16, gt=0, description="latent size (per level for vlae)")
     hidden: int = Field(512, gt=0, description="mlp: first hidden width; vlae: feature width")
-    conditional: bool = False
+
+    def shape_problem(self, shape: tuple[int, int, int]) -> str | None:
+        _, h, w = shape
+        if self.name == "conv" and (h != w or h not in CONV_DOWNSAMPLINGS):
+            sizes = ", ".join(map(str, CONV_DOWNSAMPLINGS))
+            return (
+                f"model conv takes square images of {sizes} px, not {h}x{w}; use model.name: "
+                "mlp (any shape), data.image_size, or a network of your own"
+            )
+        if self.name == "vlae" and (h, w) != (LADDER_SIZE, LADDER_SIZE):
+            return (
+                f"model vlae's ladder takes 28x28 images (its rungs are 28, 13, 6, 3, 1 px), not "
+                f"{h}x{w}; use model.name: mlp or conv, or data.image_size: 28"
+            )
+        return None
+
+
+BUILTIN_MODELS: dict[str, type[ModelConfigBase]] = dict.fromkeys(
+    ("mlp", "conv", "vlae"), ModelConfig
+)
 
 
 class TrainConfig(Section):
@@ -128,10 +198,36 @@ class TrainConfig(Section):
 class RunConfig(Section):
     """One training run: what `vaestudy train` reads and what a study trial resolves to."""
 
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    objective: ObjectiveConfig = Field(default_factory=ElboConfig)
+    data: SerializeAsAny[DataConfig] = DataConfig()
+    model: SerializeAsAny[ModelConfigBase] = ModelConfig()
+    objective: SerializeAsAny[ObjectiveConfigBase] = Field(default_factory=ElboConfig)
     train: TrainConfig = TrainConfig()
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, value: Any) -> Any:
+        """The data section's config class, chosen by `dataset`: `DataConfig`, or a subclass a
+        user's dataset declares with its own fields."""
+        return _by_name(value, "datasets", "mnist", _data_config, key="dataset")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model(cls, value: Any) -> Any:
+        """The model's own config class, chosen by `name`: the built-in nets', or a user
+        network's, found by entry point or import path."""
+        return _by_name(
+            value,
+            "models",
+            "mlp",
+            lambda name: config_class("models", name, BUILTIN_MODELS, ModelConfigBase),
+        )
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective(cls, value: Any) -> Any:
+        """The objective's own config class, chosen by `name` (`objective_config`): a built-in's,
+        or a user objective's, found by entry point or import path."""
+        return _by_name(value, "objectives", None, objective_config)
 
     @model_validator(mode="after")
     def _check_combination(self) -> RunConfig:
@@ -142,6 +238,44 @@ class RunConfig(Section):
         if self.model.name == "vlae" and self.model.conditional:
             raise ValueError("model.conditional is not supported by the vlae ladder")
         return self
+
+
+def _data_config(name: str) -> type[DataConfig]:
+    """`DataConfig`, or the `config` a user's dataset class declares (a subclass of it)."""
+    config = getattr(dataset_class(name), "config", None) or DataConfig
+    if not (isinstance(config, type) and issubclass(config, DataConfig)):
+        raise PluginError(
+            f"{name!r}: its attribute `config` must subclass vaestudy.config.DataConfig"
+        )
+    return config
+
+
+def _by_name(
+    value: Any,
+    kind: str,
+    default: str | None,
+    find: Callable[[str], type[BaseModel]],
+    key: str = "name",
+) -> Any:
+    """A section's mapping validated by the config class `find(name)` picks for its `key`
+    (`default` where it has none): a plugin that cannot be found or loaded is reported at
+    `<section>.<key>`, like any other field's error."""
+    if not isinstance(value, dict):
+        return value
+    name = value.get(key, default)
+    try:
+        if not isinstance(name, str):
+            raise PluginError(
+                f"expected the {kind[:-1]}'s name: a built-in's, an installed plugin's or an "
+                "import path 'package.module:Class'"
+            )
+        config = find(name)
+    except PluginError as exc:
+        error = PydanticCustomError("plugin", str(exc))
+        raise ValidationError.from_exception_data(
+            kind, [{"type": error, "loc": (key,), "input": name}]
+        ) from None
+    return config.model_validate(value)
 
 
 def member_keys(cfg: RunConfig) -> list[str]:
@@ -204,14 +338,11 @@ def format_validation_error(source: str, exc: ValidationError, prefix: str = "")
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        # Discriminated unions put the tag (e.g. 'geco') into the location; drop it.
-        if len(loc) >= 2 and loc[0] == "objective" and err.get("type") != "union_tag_invalid":
-            loc = [loc[0], *loc[2:]] if loc[1] in _OBJECTIVE_TAGS else loc
         key = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        elif "input" in err and err["type"] not in ("missing",):
+        elif "input" in err and err["type"] != "missing" and repr(err["input"]) not in msg:
             msg = f"{msg} (got {err['input']!r})"
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
@@ -230,6 +361,3 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
     raw.pop("study", None)
     raw = apply_overrides(raw, parse_overrides(overrides), str(path))
     return validate_run(raw, str(path))
-
-
-_OBJECTIVE_TAGS = set(objective_names())

@@ -1,8 +1,10 @@
 """Datasets resident on the training device.
 
-The whole split is read once through torchvision (raw IDX files under `root`), turned into one
-float tensor of intensities in [0, 1] with shape [N, 1, 28, 28] on the device, and batches are
-slices of an on-device permutation: no DataLoader, no host round trip in the training loop.
+Each split is read once by its dataset (`vaestudy.datasets`: files under `root` in the
+dataset's published layout), turned into one float tensor of intensities in [0, 1] with shape
+[N, C, H, W] on the device, and batches are slices of an on-device permutation: no DataLoader,
+no host round trip in the training loop. Labels are integers 0..K−1 (K = `n_classes`); an
+unlabelled dataset has K = 0 and all-zero labels, and a conditional model refuses it.
 
 Three splits: train, validation (`data.validation` images carved from the training split by a
 permutation drawn with `data.seed`: disjoint from train, the same for every run with that seed)
@@ -15,16 +17,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torchvision import datasets
 
 from vaestudy.config import DataConfig
-from vaestudy.dataset_files import data_problem, raw_folder
+from vaestudy.datasets import data_problem, dataset_class
+from vaestudy.datasets.base import Part
 from vaestudy.errors import DataError
-
-_DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
-N_CLASSES = 10
-
 
 Split = Literal["val", "test"]
 
@@ -43,7 +42,7 @@ class DeviceData:
     test_x: Tensor
     test_y: Tensor
     binarize: bool
-    n_classes: int = N_CLASSES
+    n_classes: int
     selects_on_test: bool = False
 
     def split(self, name: Split) -> tuple[Tensor, Tensor]:
@@ -54,6 +53,12 @@ class DeviceData:
     def n_train(self) -> int:
         return self.train_x.shape[0]
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """One image's shape, (C, H, W)."""
+        c, h, w = self.train_x.shape[1:]
+        return c, h, w
+
     def batch(self, idx: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Training batch at on-device indices `idx` (dynamically binarised if configured)."""
         x = self.train_x[idx]
@@ -62,17 +67,32 @@ class DeviceData:
         return x, self.train_y[idx]
 
 
-def _read_split(cfg: DataConfig, train: bool) -> tuple[Tensor, Tensor]:
+def _read_split(cfg: DataConfig, part: Part) -> tuple[Tensor, Tensor | None]:
+    """One split as float intensities [N, C, H, W] in [0, 1] and long labels (or None)."""
     problem = data_problem(cfg)
     if problem is not None:
         raise DataError(problem)
+    source = dataset_class(cfg.dataset)(cfg)
     try:
-        ds = _DATASETS[cfg.dataset](root=cfg.root, train=train, download=cfg.download)
+        images, labels = source.read(part)
+        x = torch.as_tensor(images)
     except (RuntimeError, OSError, ValueError) as exc:
+        raise DataError(f"{cfg.dataset}: cannot load from {cfg.root}: {exc}") from None
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4:
         raise DataError(
-            f"{cfg.dataset}: cannot load from {raw_folder(cfg).resolve()}: {exc}"
-        ) from None
-    return ds.data, ds.targets
+            f"{cfg.dataset}: {part} images have shape {tuple(x.shape)}; expected [N, C, H, W]"
+        )
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    if cfg.image_size and x.shape[2:] != (cfg.image_size, cfg.image_size):
+        x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="area")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise DataError(
+            f"{cfg.dataset}: {part} intensities span [{x.min():.3g}, {x.max():.3g}]; expected "
+            "uint8 images or floats in [0, 1]"
+        )
+    return x, None if labels is None else torch.as_tensor(labels).long()
 
 
 def validation_indices(cfg: DataConfig, n_train: int) -> tuple[Tensor, Tensor]:
@@ -91,12 +111,21 @@ def validation_indices(cfg: DataConfig, n_train: int) -> tuple[Tensor, Tensor]:
 def load_data(cfg: DataConfig, device: torch.device) -> DeviceData:
     """Read the splits, carve the validation split and move them to `device` once."""
     splits = []
-    for train, limit in ((True, cfg.train_limit), (False, cfg.test_limit)):
-        images, labels = _read_split(cfg, train)
-        images, labels = images[:limit], labels[:limit]
-        x = images.to(dtype=torch.float32).div_(255.0).unsqueeze(1)
-        splits.append((x, labels.to(dtype=torch.long)))
+    for part, limit in (("train", cfg.train_limit), ("test", cfg.test_limit)):
+        x, y = _read_split(cfg, part)
+        splits.append((x[:limit], None if y is None else y[:limit]))
     (train_x, train_y), (test_x, test_y) = splits
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(
+            f"{cfg.dataset}: train images are {tuple(train_x.shape[1:])}, test images "
+            f"{tuple(test_x.shape[1:])}"
+        )
+    n_classes = (
+        0 if train_y is None or test_y is None else int(max(train_y.max(), test_y.max())) + 1
+    )
+    if not n_classes:  # unlabelled
+        train_y = torch.zeros(len(train_x), dtype=torch.long)
+        test_y = torch.zeros(len(test_x), dtype=torch.long)
     train_idx, val_idx = validation_indices(cfg, train_x.shape[0])
     val_x, val_y = train_x[val_idx], train_y[val_idx]
     train_x, train_y = train_x[train_idx], train_y[train_idx]
@@ -116,5 +145,6 @@ def load_data(cfg: DataConfig, device: torch.device) -> DeviceData:
         test_x,
         test_y,
         binarize=cfg.pixels == "binarized",
+        n_classes=n_classes,
         selects_on_test=not len(val_idx),
     )

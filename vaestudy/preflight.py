@@ -23,8 +23,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from vaestudy.config import DataConfig
-from vaestudy.dataset_files import data_problem
+from vaestudy.config import DataConfig, RunConfig
+from vaestudy.datasets import data_problem, dataset_class
 from vaestudy.disk_watch import low_space, study_paths
 from vaestudy.errors import UserError
 from vaestudy.stores import (
@@ -48,15 +48,43 @@ class PreflightError(UserError):
         self.problems = list(problems)
 
 
-def data_configs(study: Study) -> list[DataConfig]:
-    """Every distinct data configuration a trial of `study` can have."""
+def _trial_configs(study: Study, sections: tuple[str, ...]) -> list[RunConfig]:
+    """Trial configurations of `study` at every combination of the extremes of its searched
+    keys in `sections` (e.g. data, model)."""
     extremes = study.extremes()
-    keys = [k for k in extremes if k == "data" or k.startswith("data.")]
+    keys = [k for k in extremes if k.split(".")[0] in sections]
+    return [
+        study.trial_config(dict(zip(keys, values, strict=True)))
+        for values in itertools.product(*(extremes[k] for k in keys))
+    ]
+
+
+# What a dataset's files and image shape do not depend on.
+_NOT_FILES = {"pixels", "gaussian_sigma", "train_limit", "test_limit", "validation", "seed"}
+
+
+def data_configs(study: Study) -> list[DataConfig]:
+    """Every distinct data configuration (as far as the files go) a trial of `study` can have."""
     found: dict[str, DataConfig] = {}
-    for values in itertools.product(*(extremes[k] for k in keys)):
-        cfg = study.trial_config(dict(zip(keys, values, strict=True))).data
-        found.setdefault(cfg.model_dump_json(include={"dataset", "root", "download"}), cfg)
+    for cfg in _trial_configs(study, ("data",)):
+        found.setdefault(cfg.data.model_dump_json(exclude=_NOT_FILES), cfg.data)
     return list(found.values())
+
+
+def shape_problems(study: Study) -> list[str]:
+    """Each network a trial can have against the image shape of its data, where the dataset
+    knows it before reading (`Dataset.shape`); the data's files must be readable."""
+    shapes = {
+        cfg.model_dump_json(exclude=_NOT_FILES): dataset_class(cfg.dataset)(cfg).image_shape()
+        for cfg in data_configs(study)
+    }
+    problems: dict[str, None] = {}  # in order, once each
+    for cfg in _trial_configs(study, ("data", "model")):
+        shape = shapes.get(cfg.data.model_dump_json(exclude=_NOT_FILES))
+        if shape is not None and (problem := cfg.model.shape_problem(shape)):
+            size = "x".join(map(str, shape))
+            problems[f"data.dataset {cfg.data.dataset}: images are {size}: {problem}"] = None
+    return list(problems)
 
 
 def resource_problem(resources: Resources, nodes: Sequence[Mapping[str, float]]) -> str | None:
@@ -105,6 +133,8 @@ def study_problems(
 ) -> list[str]:
     """Every reason `study` cannot start here (see the module doc); empty when it can."""
     problems = [p for cfg in data_configs(study) if (p := data_problem(cfg)) is not None]
+    if not problems:  # the shapes come from readable files
+        problems += shape_problems(study)
     problems.append(tracking_problem(tracking_uri))
     problems.append(database_problem(optuna_storage_url(optuna_storage), "Optuna storage"))
     storage = tune_storage_uri(storage_path)

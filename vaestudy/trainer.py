@@ -31,8 +31,8 @@ from vaestudy.data import DeviceData, Split, load_data
 from vaestudy.evaluation import evaluate
 from vaestudy.feasibility import saturated
 from vaestudy.likelihoods import make_nll
-from vaestudy.models import build_model
-from vaestudy.objectives.registry import build_objective
+from vaestudy.models import VAE, build_model
+from vaestudy.objectives.registry import Objective, build_objective
 
 _OPTIMIZERS = {
     "adam": torch.optim.Adam,
@@ -83,9 +83,23 @@ class TrainResult:
 
 
 class Trainer:
-    """Owns the device-resident data, model, objective and optimiser of one run."""
+    """Owns the device-resident data, model, objective and optimiser of one run.
 
-    def __init__(self, cfg: RunConfig, data: DeviceData | None = None) -> None:
+    `cfg` configures everything; a notebook can pass its own built parts instead: `data`
+    (`DeviceData`), `model` (a `VAE`) or `objective` (an `Objective`, e.g. a user's own class
+    built on its own config). A passed objective's config replaces `cfg.objective`; a passed
+    model stands for `cfg.model`, whose settings are then not used.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: DeviceData | None = None,
+        model: VAE | None = None,
+        objective: Objective | None = None,
+    ) -> None:
+        if objective is not None:
+            cfg = cfg.model_copy(update={"objective": objective.cfg})
         self.cfg = cfg
         tc = cfg.train
         self.device = resolve_device(tc.device)
@@ -93,8 +107,12 @@ class Trainer:
             torch.set_num_threads(tc.threads)
         torch.manual_seed(tc.seed)
         self.data = data if data is not None else load_data(cfg.data, self.device)
-        self.model = build_model(cfg.model, self.data.n_classes).to(self.device)
-        self.objective = build_objective(cfg.objective, make_nll(cfg.data)).to(self.device)
+        if model is None:
+            model = build_model(cfg.model, self.data.shape, self.data.n_classes)
+        if objective is None:
+            objective = build_objective(cfg.objective, make_nll(cfg.data))
+        self.model = model.to(self.device)
+        self.objective = objective.to(self.device)
         self.optimizer = make_optimizer(tc, list(self.model.parameters()))
         self.generator = torch.Generator(device=self.device).manual_seed(tc.seed)
         self.step_t = torch.zeros((), dtype=torch.long, device=self.device)

@@ -26,6 +26,7 @@ trajectory.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from typing import Any, Literal
 
@@ -37,7 +38,8 @@ from vaestudy.config import RunConfig, load_run_config, member_keys, parse_overr
 from vaestudy.data import DeviceData, Split
 from vaestudy.dotted import flatten, unprefixed
 from vaestudy.errors import ConfigError
-from vaestudy.objectives.base import Output
+from vaestudy.models import VAE
+from vaestudy.objectives.base import Objective, Output
 from vaestudy.trainer import (
     Diverged,
     EvalCallback,
@@ -120,17 +122,39 @@ def member_configs(
 
 
 class VectorTrainer(Trainer):
-    """Trains `cfgs` (see `check_members`) together; `fit()` returns one TrainResult each."""
+    """Trains `cfgs` (see `check_members`) together; `fit()` returns one TrainResult each.
+
+    Like `Trainer`, it takes built parts instead of configured ones: `models` and `objectives`,
+    one per member (one architecture; the objectives of one class, differing only in their
+    `hyper_fields` and λ's initial value)."""
 
     def __init__(
         self,
         cfgs: list[RunConfig],
         data: DeviceData | None = None,
         noise: Literal["different", "same"] = "different",
+        models: list[VAE] | None = None,
+        objectives: list[Objective] | None = None,
     ) -> None:
+        models = models or [None] * len(cfgs)  # type: ignore[list-item]
+        objectives = objectives or [None] * len(cfgs)  # type: ignore[list-item]
+        if not len(models) == len(objectives) == len(cfgs):
+            raise ConfigError(
+                f"{len(cfgs)} member configs but {len(models)} models and {len(objectives)} "
+                "objectives"
+            )
+        cfgs = [c if o is None else c.model_copy(update={"objective": o.cfg})
+                for c, o in zip(cfgs, objectives, strict=True)]  # fmt: skip
         check_members(cfgs)
-        super().__init__(cfgs[0], data)  # its model and objective are the call template
-        self.members = [Trainer(cfg, self.data) for cfg in cfgs]
+        # The first member's model and objective, copied, are the call template.
+        model, objective = (
+            None if m is None else copy.deepcopy(m) for m in (models[0], objectives[0])
+        )
+        super().__init__(cfgs[0], data, model=model, objective=objective)
+        self.members = [
+            Trainer(cfg, self.data, model=m, objective=o)
+            for cfg, m, o in zip(cfgs, models, objectives, strict=True)
+        ]
         self.template = _Member(self.model, self.objective)
         params, buffers = stack_module_state([_Member(m.model, m.objective) for m in self.members])
         self.trainable = {k: v for k, v in params.items() if v.requires_grad}

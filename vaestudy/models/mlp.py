@@ -1,19 +1,19 @@
-"""MLP encoder/decoder of the Lagrangian VAE seed: 784-512-128-z and back (ReLU)."""
+"""MLP encoder/decoder of the Lagrangian VAE seed: pixels-512-128-z and back (ReLU); any image
+shape (C, H, W): 784 pixels for MNIST, 3072 for CIFAR-10."""
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+import math
 
-IMAGE = (1, 28, 28)
-PIXELS = 28 * 28
+from torch import Tensor, nn
 
 
 class MlpEncoder(nn.Module):
-    def __init__(self, latent_dim: int, hidden: int = 512) -> None:
+    def __init__(self, latent_dim: int, hidden: int, shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(PIXELS, hidden),
+            nn.Linear(math.prod(shape), hidden),
             nn.ReLU(),
             nn.Linear(hidden, hidden // 4),
             nn.ReLU(),
@@ -26,15 +26,15 @@ class MlpEncoder(nn.Module):
 
 
 class MlpDecoder(nn.Module):
-    def __init__(self, in_dim: int, hidden: int = 512) -> None:
+    def __init__(self, in_dim: int, hidden: int, shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Linear(in_dim, hidden // 4),
             nn.ReLU(),
             nn.Linear(hidden // 4, hidden),
             nn.ReLU(),
-            nn.Linear(hidden, PIXELS),
-            nn.Unflatten(-1, IMAGE),
+            nn.Linear(hidden, math.prod(shape)),
+            nn.Unflatten(-1, shape),
         )
 
     def forward(self, z: Tensor) -> Tensor:

@@ -1,6 +1,8 @@
 """Variational Ladder Autoencoder (Zhao, Song, Ermon 2017), four latent levels.
 
-Encoder: a conv ladder 28→13→6→3→1; each rung emits one Gaussian latent z_l, lowest level first.
+Images of 28×28 px with any number of channels (the rungs' sizes are fixed); other sizes are
+refused. Encoder: a conv ladder 28→13→6→3→1; each rung emits one Gaussian latent z_l, lowest
+level first.
 Decoder: the most abstract latent (z_4, from the deepest rung) enters at the top (1x1) and each
 lower latent is added to the feature map of its own rung on the way up to 28x28 logits. (The seed
 notebook fed the shallowest latent in at the top; this follows the paper's ordering.)
@@ -31,12 +33,14 @@ class _Rung(nn.Module):
 
 
 class LadderEncoder(nn.Module):
-    def __init__(self, latent_dim: int, hidden: int = 256, channels: int = 16) -> None:
+    def __init__(
+        self, latent_dim: int, shape: tuple[int, int, int], hidden: int = 256, channels: int = 16
+    ) -> None:
         super().__init__()
         c = channels
         self.convs = nn.ModuleList(
             [
-                nn.Sequential(nn.Conv2d(1, c, 4, stride=2), nn.SELU()),  # 28 -> 13
+                nn.Sequential(nn.Conv2d(shape[0], c, 4, stride=2), nn.SELU()),  # 28 -> 13
                 nn.Sequential(nn.Conv2d(c, 2 * c, 3, stride=2), nn.SELU()),  # 13 -> 6
                 nn.Sequential(nn.Conv2d(2 * c, 4 * c, 4, stride=1), nn.SELU()),  # 6 -> 3
                 nn.Sequential(nn.Conv2d(4 * c, 8 * c, 3, stride=1), nn.SELU()),  # 3 -> 1
@@ -73,7 +77,9 @@ class _Inject(nn.Module):
 
 
 class LadderDecoder(nn.Module):
-    def __init__(self, latent_dim: int, hidden: int = 256, channels: int = 16) -> None:
+    def __init__(
+        self, latent_dim: int, shape: tuple[int, int, int], hidden: int = 256, channels: int = 16
+    ) -> None:
         super().__init__()
         c = channels
         self.latent_dim = latent_dim
@@ -82,7 +88,7 @@ class LadderDecoder(nn.Module):
         )
         self.up = nn.ModuleList(
             [
-                nn.Sequential(nn.ConvTranspose2d(c, 1, 4, stride=2)),  # 13 -> 28 logits
+                nn.Sequential(nn.ConvTranspose2d(c, shape[0], 4, stride=2)),  # 13 -> 28 logits
                 nn.Sequential(nn.ConvTranspose2d(2 * c, c, 3, stride=2), nn.SELU()),  # 6 -> 13
                 nn.Sequential(nn.ConvTranspose2d(4 * c, 2 * c, 4, stride=1), nn.SELU()),  # 3 -> 6
                 nn.Sequential(nn.ConvTranspose2d(8 * c, 4 * c, 3, stride=1), nn.SELU()),  # 1 -> 3

@@ -107,6 +107,23 @@ class ConstrainedObjective(Objective):
         self.constraint_names: tuple[str, ...] = cfg.constraint_names
         self.multipliers = Multipliers(list(self.constraint_names), cfg.multiplier)
 
+    def lagrangian(
+        self,
+        metrics: dict[str, Tensor],
+        values: Tensor,
+        targets: Tensor,
+        straight_through: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """For constraints values[i] <= targets[i] (C = values − targets): the loss's term
+        Σ_i λ_i·C_i (λ held constant: the multipliers move in `update`) plus the augmented
+        Lagrangian's penalty where configured, and C detached for `Output.constraints`. Adds the
+        constraint metrics to `metrics`. `straight_through`: GECO's C + stopgrad(C_ma − C)."""
+        c = values - targets
+        c_loss = self.multipliers.straight_through(c) if straight_through else c
+        term = (self.multipliers.value.detach() * c_loss).sum() + self.multipliers.penalty(c_loss)
+        metrics.update(self.constraint_metrics(values, targets))
+        return term, c.detach()
+
     def constraint_metrics(self, values: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """Metrics for constraints values[i] <= targets[i], with λ and the moving average."""
         ema = self.multipliers.next_ema(values - targets) + targets

@@ -7,6 +7,10 @@ Each config class also says, without building anything (so that study validation
 torch), which constraints its objective has (`constraint_names`, one multiplier each) and which
 of its values the objective holds as tensors (`hyper_fields`: the targets and weights that
 vectorised members may differ in).
+
+A user's objective brings its own config, a subclass of `ObjectiveConfigBase`, as the attribute
+`config` of its `Objective` class; `objective_config` finds it from the name a config gives
+(`vaestudy.plugins`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vaestudy.plugins import config_class
 
 
 class _Cfg(BaseModel):
@@ -76,21 +82,31 @@ class MultiplierConfig(_Cfg):
         return self
 
 
-class _Base(_Cfg):
+class ObjectiveConfigBase(_Cfg):
+    """What every objective's config has. A user's objective subclasses it:
+
+    - `name` is the name the config gave (a built-in's, an entry point's or an import path);
+    - `constraint_names`: one Lagrange multiplier and one `constraint/<name>` metric each (the
+      objective then also has a `multiplier: MultiplierConfig` field; see `ConstrainedObjective`);
+    - `hyper_fields`: the float fields the objective holds as buffers (targets and weights):
+      packed trials and vectorised members may differ in these.
+    """
+
     constraint_names: ClassVar[tuple[str, ...]] = ()
     hyper_fields: ClassVar[tuple[str, ...]] = ()
+    name: str
     kl: Literal["analytic", "mc"] = Field(
         "analytic", description="KL[q(z|x)||p(z)] in closed form or as a one-sample estimate"
     )
 
 
-class ElboConfig(_Base):
+class ElboConfig(ObjectiveConfigBase):
     """Plain ELBO (Kingma & Welling 2014)."""
 
     name: Literal["elbo"] = "elbo"
 
 
-class BetaVaeConfig(_Base):
+class BetaVaeConfig(ObjectiveConfigBase):
     """β-VAE (Higgins et al. 2017): recon + β·KL."""
 
     name: Literal["beta_vae"] = "beta_vae"
@@ -98,26 +114,30 @@ class BetaVaeConfig(_Base):
     beta: float = Field(4.0, ge=0)
 
 
-class KlAnnealingConfig(_Base):
+class KlAnnealingConfig(ObjectiveConfigBase):
     """recon + β(t)·KL with β(t) from `schedule` (Bowman et al. 2016; Fu et al. 2019)."""
 
     name: Literal["kl_annealing"] = "kl_annealing"
     schedule: ScheduleConfig = ScheduleConfig()
 
 
-class GecoConfig(_Base):
+class GecoConfig(ObjectiveConfigBase):
     """GECO (Rezende & Viola 2018): min KL s.t. recon NLL <= kappa (nats per example)."""
 
     name: Literal["geco"] = "geco"
     constraint_names = ("recon",)
     hyper_fields = ("kappa",)
-    kappa: float = Field(90.0, gt=0, description="target for -log p(x|z), nats per example")
+    kappa: float = Field(
+        90.0,
+        description="target for -log p(x|z), nats per example (negative is possible for a "
+        "density: gaussian pixels)",
+    )
     multiplier: MultiplierConfig = MultiplierConfig(
         init=1.0, update="geco", lr=1e-3, min=1e-6, max=1e6
     )
 
 
-class LagVaeConfig(_Base):
+class LagVaeConfig(ObjectiveConfigBase):
     """Lagrangian VAE (Zhao, Song, Ermon 2018): constraints -ELBO <= ε1, scaled MMD <= ε2."""
 
     name: Literal["lagvae"] = "lagvae"
@@ -125,7 +145,8 @@ class LagVaeConfig(_Base):
     hyper_fields = ("epsilon", "mi")
     kl: Literal["analytic", "mc"] = "mc"
     mi: float = 1.0
-    epsilon: tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]] = (86.0, 5.0)
+    # ε1 bounds −ELBO (negative is possible with gaussian pixels), ε2 the scaled MMD (>= 0).
+    epsilon: tuple[float, Annotated[float, Field(ge=0)]] = (86.0, 5.0)
     mmd_scale: float = Field(1e4, gt=0)
     multiplier: MultiplierConfig = MultiplierConfig(
         init=[1.0, 1.0], update="gradient", optimizer="rmsprop", lr=1e-4, min=1e-3, max=100.0
@@ -145,7 +166,7 @@ class InfoVaeConfig(LagVaeConfig):
         return self
 
 
-class IcVaeConfig(_Base):
+class IcVaeConfig(ObjectiveConfigBase):
     """Invariant conditional VAE (Moyer et al. 2018).
 
     λ (`multiplier.init`) weighs the invariance term; with `epsilon` set and a non-frozen update
@@ -166,23 +187,21 @@ class IcVaeConfig(_Base):
         return self
 
 
-ObjectiveConfig = Annotated[
-    ElboConfig
-    | BetaVaeConfig
-    | KlAnnealingConfig
-    | GecoConfig
-    | LagVaeConfig
-    | InfoVaeConfig
-    | IcVaeConfig,
-    Field(discriminator="name"),
-]
+BUILTIN: dict[str, type[ObjectiveConfigBase]] = {
+    get_args(cls.model_fields["name"].annotation)[0]: cls
+    for cls in (
+        ElboConfig,
+        BetaVaeConfig,
+        KlAnnealingConfig,
+        GecoConfig,
+        LagVaeConfig,
+        InfoVaeConfig,
+        IcVaeConfig,
+    )
+}
 
 
-def config_classes() -> dict[str, type[_Base]]:
-    """Each objective's name and its config class."""
-    union = get_args(ObjectiveConfig)[0]
-    return {get_args(cls.model_fields["name"].annotation)[0]: cls for cls in get_args(union)}
-
-
-def objective_names() -> list[str]:
-    return list(config_classes())
+def objective_config(name: str) -> type[ObjectiveConfigBase]:
+    """The config class of the objective `name`: a built-in's, or the `config` attribute of the
+    `Objective` class an entry point or import path names (`vaestudy.plugins`)."""
+    return config_class("objectives", name, BUILTIN, ObjectiveConfigBase)

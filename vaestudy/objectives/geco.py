@@ -21,11 +21,6 @@ class Geco(ConstrainedObjective):
     def forward(self, model: VAE, x: Tensor, y: Tensor | None, step: Tensor) -> Output:
         p = self.vae_pass(model, x, y)
         metrics = self.elbo_metrics(p, model.levels)
-        values = metrics["recon"].reshape(1)
-        targets = self.kappa.reshape(1)
-        c = values - targets
-        lam = self.multipliers.value.detach()
-        c_st = self.multipliers.straight_through(c)
-        loss = metrics["kl"] + (lam * c_st).sum() + self.multipliers.penalty(c_st)
-        metrics.update(self.constraint_metrics(values, targets))
-        return Output(loss, metrics, constraints=c.detach())
+        values, targets = metrics["recon"].reshape(1), self.kappa.reshape(1)
+        term, c = self.lagrangian(metrics, values, targets, straight_through=True)
+        return Output(metrics["kl"] + term, metrics, constraints=c)

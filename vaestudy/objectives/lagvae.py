@@ -33,9 +33,6 @@ class LagrangianVae(ConstrainedObjective):
         targets = self.epsilon
         alpha = self.mi
         preference = torch.where(alpha > 0, alpha * nll, -alpha * kl)
-        c = values - targets
-        loss = preference + (self.multipliers.value.detach() * c).sum()
-        loss = loss + self.multipliers.penalty(c)
         metrics["coef/mi"] = alpha
-        metrics.update(self.constraint_metrics(values, targets))
-        return Output(loss, metrics, constraints=c.detach())
+        term, c = self.lagrangian(metrics, values, targets)
+        return Output(preference + term, metrics, constraints=c)

@@ -92,7 +92,7 @@ from vaestudy.config import (
 from vaestudy.dotted import flatten, set_dotted
 from vaestudy.errors import ConfigError
 from vaestudy.feasibility import Scope, Yardstick
-from vaestudy.objectives.configs import config_classes
+from vaestudy.objectives.configs import objective_config
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -523,7 +523,7 @@ class Study:
         if not base.data.log_likelihood:  # the IWAE bound needs −log p(x|z)
             known.discard("val/iwae_nll")
         for name in names:
-            for c in config_classes()[name].constraint_names:
+            for c in objective_config(name).constraint_names:
                 known |= {f"val/constraint/{c}", f"val/satisfied/{c}"}
         return known
 
