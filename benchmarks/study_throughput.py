@@ -30,9 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
 from mlflow.tracking import MlflowClient
-from ray import tune
 
 from vaestudy.stores import serve
 from vaestudy.study.runner import run_study
@@ -100,6 +98,8 @@ def through_study(
 
 
 def empty_trials(args: argparse.Namespace, storage: str) -> float:
+    from ray import tune
+
     def trainable(config: dict) -> None:
         tune.report({"score": config["x"]})
 
@@ -116,6 +116,8 @@ def empty_trials(args: argparse.Namespace, storage: str) -> float:
 
 
 def main() -> None:
+    import ray  # after vaestudy, which sets Ray's environment (no `uv run` workers)
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--trials", type=int, default=8)
@@ -123,6 +125,7 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=4000)
     parser.add_argument("--pack", type=int, default=4, help="trials per pack (vectorised)")
     args = parser.parse_args()
+    args.data = str(Path(args.data).resolve())  # before the chdir into a fresh folder below
     cores = os.cpu_count() or 1
     print(f"GECO MLP VAE, {args.trials} trials of {args.epochs:g} epoch(s) on ")
     print(f"{args.train_limit} images, CPU ({cores} cores); overrides: {overrides(args, 1, '-')}\n")

@@ -177,6 +177,9 @@ def test_celeba_cropped_and_resized_to_64(tmp_path):
     data = load_data(cfg, torch.device("cpu"))
     assert data.shape == (3, 64, 64) and len(data.train_x) == 6 and len(data.test_x) == 2
 
+    jpeg = folder / "000003.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:-500])  # cut short: its header still reads
+    assert f"celeba: {jpeg}: the JPEG is cut short" in data_problem(cfg)
     (folder / "000009.jpg").unlink()
     assert "1 images listed in list_eval_partition.txt are missing" in data_problem(cfg)
     partition.write_text("000001.jpg train\n")

@@ -149,15 +149,20 @@ def test_the_trainer_takes_a_built_objective_and_model():
     assert isinstance(from_config.objective, RateConstrainedVae)
 
 
-def test_the_vectorised_trainer_takes_built_members():
-    """Two of the user's objectives differing in ε, on two hand-built networks, trained as one
-    vmap'd computation: each member keeps its own target and multiplier."""
-    cfg = tiny_run(objective={"name": "rate_vae"})
-    data = load_data(cfg.data, torch.device("cpu"))
-    nll = make_nll(cfg.data)
-    objectives = [RateConstrainedVae(RateConfig(name="mine", epsilon=e), nll) for e in (2.0, 6.0)]
-    models = [build_model(cfg.model, data.shape, data.n_classes) for _ in objectives]
-    trainer = VectorTrainer([cfg, cfg], data=data, models=models, objectives=objectives)
+@pytest.mark.parametrize("how", ["built", "configured"])
+def test_plugin_objectives_train_vectorised_with_their_own_targets(how):
+    """Two of the user's objectives differing in ε, trained as one vmap'd computation (a pack),
+    from hand-built modules or from configs: each member keeps its own target and multiplier."""
+    cfgs = [tiny_run(objective={"name": "rate_vae", "epsilon": e}) for e in (2.0, 6.0)]
+    if how == "built":
+        data = load_data(cfgs[0].data, torch.device("cpu"))
+        nll = make_nll(cfgs[0].data)
+        objectives = [RateConstrainedVae(c.objective, nll) for c in cfgs]
+        models = [build_model(c.model, data.shape, data.n_classes) for c in cfgs]
+        trainer = VectorTrainer(cfgs, data=data, models=models, objectives=objectives)
+        assert trainer.members[1].objective is objectives[1]
+    else:
+        trainer = VectorTrainer(cfgs)
     results = trainer.fit()
     assert [r.val["target/rate"] for r in results] == [2.0, 6.0]
     lambdas = [r.history[-1]["lambda/rate"] for r in results]

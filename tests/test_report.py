@@ -12,16 +12,8 @@ from mlflow.tracking import MlflowClient
 from vaestudy.cli import main
 from vaestudy.errors import UserError
 from vaestudy.plots import trajectory_figure
-from vaestudy.report import (
-    answer,
-    answer_table,
-    build_report,
-    log_answer,
-    rate_distortion_figure,
-    read_history,
-    trajectory_runs,
-    write_report,
-)
+from vaestudy.report import answer, answer_table, build_report, log_answer, read_history
+from vaestudy.report_files import rate_distortion_figure, trajectory_runs, write_report
 from vaestudy.tracking import (
     CONFIRM,
     PARENT,

@@ -29,9 +29,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
 import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
@@ -39,7 +38,6 @@ from mlflow.tracking import MlflowClient
 
 from vaestudy.errors import UserError
 from vaestudy.report import Report, build_report, compare_reports
-from vaestudy.search_plots import load_search
 from vaestudy.stores import (
     check_server,
     sqlite_damage,
@@ -56,6 +54,9 @@ from vaestudy.tracking import (
     TRIAL_CONFIG,
     search_all,
 )
+
+if TYPE_CHECKING:
+    import optuna
 
 
 def open_store(tracking_uri: str | None = None) -> MlflowClient:
@@ -148,6 +149,8 @@ def optuna_study(
     study: str, run: str | None = None, tracking_uri: str | None = None
 ) -> optuna.Study:
     """The `optuna.Study` the search of `study`'s run used (constraints, values, parameters)."""
+    from vaestudy.search_plots import load_search
+
     found = report(study, run, tracking_uri)
     ot, why = load_search(found.run_name, found.optuna_storage)
     if ot is None:

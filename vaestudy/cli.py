@@ -295,7 +295,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vaestudy.api import artifact_writer, open_store
-    from vaestudy.report import attach, build_report, write_report
+    from vaestudy.report import build_report
+    from vaestudy.report_files import attach, write_report
 
     name = _study_name(args.study)
     client = open_store(args.tracking_uri)
@@ -317,7 +318,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vaestudy.api import compare, open_store
-    from vaestudy.report import write_report
+    from vaestudy.report_files import write_report
 
     report = compare(args.runs, args.tracking_uri)
     out = Path(args.out or Path("reports") / "compare")

@@ -17,11 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from scipy import stats
+from statistics import NormalDist
 
 LEVEL = 0.95
-_Z = float(stats.norm.ppf(0.5 + LEVEL / 2))
+_Z = NormalDist().inv_cdf(0.5 + LEVEL / 2)  # 1.96
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,8 @@ def mean_ci(values: Sequence[float]) -> MeanCI:
     mean = sum(xs) / n
     if n == 1:
         return MeanCI(mean, math.nan, 1)
+    from scipy import stats  # imported where needed: reading a study's table should not wait on it
+
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
     return MeanCI(mean, float(stats.t.ppf(0.5 + LEVEL / 2, n - 1)) * sd / math.sqrt(n), n)
 
@@ -76,6 +77,8 @@ def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
         return math.nan
     if max(xa) == min(xa) and max(xb) == min(xb):
         return 1.0 if xa[0] == xb[0] else 0.0
+    from scipy import stats
+
     return float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
 
 

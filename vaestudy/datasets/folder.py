@@ -24,7 +24,8 @@ def _mode(mode: str) -> str:
 def uniform_problem(name: str, files: Sequence[Path]) -> str | None:
     """Why the image `files` cannot be read as one array (an unreadable or damaged file,
     several sizes or channel counts), or None. Reads headers and, where the format has them,
-    checksums (`Image.verify`: a PNG cut short is caught), not pixels."""
+    checksums (`Image.verify`: a PNG cut short is caught) or end markers (a JPEG's), not
+    pixels."""
     from PIL import Image, UnidentifiedImageError
 
     sizes: set[tuple[Any, ...]] = set()
@@ -33,12 +34,22 @@ def uniform_problem(name: str, files: Sequence[Path]) -> str | None:
             with Image.open(path) as image:
                 sizes.add((image.size, _mode(image.mode)))
                 image.verify()
+                jpeg = image.format == "JPEG"
+            if jpeg and not _ends_like_a_jpeg(path):
+                return f"{name}: {path}: the JPEG is cut short (no end marker); copy it again"
         except (OSError, SyntaxError, UnidentifiedImageError) as exc:
             return f"{name}: {path}: not a readable image ({exc})"
     if len(sizes) > 1:
         found = sorted(sizes)
         return f"{name}: images of several sizes and channel counts {found}; resize them to one"
     return None
+
+
+def _ends_like_a_jpeg(path: Path) -> bool:
+    """Whether the file ends with JPEG's end-of-image marker (FF D9), trailing zeros aside."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 64))
+        return f.read().rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def read_images(files: Sequence[Path]) -> Any:

@@ -11,7 +11,7 @@ appends the one-hot label).
 
 from __future__ import annotations
 
-from vaestudy.config import ModelConfig, ModelConfigBase
+from vaestudy.config import BUILTIN_MODELS, ModelConfig, ModelConfigBase
 from vaestudy.models.base import VAE
 from vaestudy.models.conv import ConvDecoder, ConvEncoder
 from vaestudy.models.mlp import MlpDecoder, MlpEncoder
@@ -36,7 +36,7 @@ def build_model(
         raise ValueError("model.conditional needs labelled data; this dataset has no labels")
     c = n_classes if cfg.conditional else 0
     if not isinstance(cfg, ModelConfig):  # a user's network
-        return load("models", cfg.name, ["mlp", "conv", "vlae"])(cfg, shape, n_classes)
+        return load("models", cfg.name, list(BUILTIN_MODELS))(cfg, shape, n_classes)
     if cfg.name == "mlp":
         return VAE(MlpEncoder(d, cfg.hidden, shape), MlpDecoder(d + c, cfg.hidden, shape), [d], c)
     if cfg.name == "conv":
