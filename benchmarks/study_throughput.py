@@ -35,7 +35,7 @@ from mlflow.tracking import MlflowClient
 from vaestudy.stores import serve
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tracking import PARENT
+from vaestudy.tags import PARENT
 from vaestudy.trainer import Trainer
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "geco.yaml"

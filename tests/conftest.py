@@ -79,7 +79,7 @@ def sets(overrides: list[str]) -> list[str]:
 
 def children(client: MlflowClient, parent_id: str) -> list:
     """The trial runs of the study run `parent_id`."""
-    from vaestudy.tracking import PARENT
+    from vaestudy.tags import PARENT
 
     parent = client.get_run(parent_id)
     return client.search_runs(

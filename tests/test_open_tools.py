@@ -25,7 +25,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import CLI, FEASIBLE_GECO, TINY, children, sets, steps, write_study
-from vaestudy import api
+from vaestudy import api, study_index
 from vaestudy.cli import main
 from vaestudy.config import load_run_config
 from vaestudy.stores import free_port
@@ -148,6 +148,11 @@ def test_studies_lists_every_run(in_project, capsys):
     assert main(["studies", "--format", "csv"]) == 0
     listed = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert set(listed["run"]) == {"geco", "geco-2"}
+    # The file read with SQL gives what MLflow's client (as on a server) gives, run for run.
+    store = in_project.folder / "mlflow" / "mlflow.db"
+    by_sql = {r.run_id: r for r in study_index._sqlite_records(store)}
+    by_client = {r.run_id: r for r in study_index._client_records(f"sqlite:///{store}")}
+    assert by_sql == by_client and len(by_sql) >= 5  # 2 parent runs, 3 trials
 
 
 def test_report_by_run_name_with_optunas_figures(in_project, tmp_path, capsys):

@@ -25,7 +25,8 @@ from vaestudy.study.runner import Ledger, run_study, settle_orphaned_trials
 from vaestudy.study.search import TUNE_ID
 from vaestudy.study.spec import load_study
 from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED
-from vaestudy.tracking import TAG_INTERRUPTED, TrialRun, find_trial_run
+from vaestudy.tags import TAG_INTERRUPTED
+from vaestudy.tracking import TrialRun, find_trial_run
 
 # 400 images / batch 40 = 10 steps per epoch; a point every 10 steps, a checkpoint every 100.
 LONG = [

@@ -14,7 +14,7 @@ from vaestudy.errors import UserError
 from vaestudy.plots import trajectory_figure
 from vaestudy.report import answer, answer_table, build_report, log_answer, read_history
 from vaestudy.report_files import rate_distortion_figure, trajectory_runs, write_report
-from vaestudy.tracking import (
+from vaestudy.tags import (
     CONFIRM,
     PARENT,
     TAG_CONFIRMS,

@@ -20,7 +20,7 @@ from vaestudy.dotted import unprefixed
 from vaestudy.report import build_report
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tracking import TAG_CONFIRMS, TAG_PHASE
+from vaestudy.tags import TAG_CONFIRMS, TAG_PHASE
 
 pytestmark = pytest.mark.slow
 

@@ -27,33 +27,18 @@ import math
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vaestudy.errors import UserError
 from vaestudy.report import Report, build_report, compare_reports
-from vaestudy.stores import (
-    check_server,
-    sqlite_damage,
-    sqlite_file,
-    store_uri,
-    tracking_session,
-)
-from vaestudy.tracking import (
-    PARENT,
-    TAG_FEASIBLE,
-    TAG_INTERRUPTED,
-    TAG_KIND,
-    TAG_OPTUNA,
-    TRIAL_CONFIG,
-    search_all,
-)
+from vaestudy.stores import readable_store, tracking_session
+from vaestudy.study_index import studies  # noqa: F401 - api.studies(), the notebook API's
+from vaestudy.tags import TRIAL_CONFIG
 
 if TYPE_CHECKING:
     import optuna
@@ -62,18 +47,7 @@ if TYPE_CHECKING:
 def open_store(tracking_uri: str | None = None) -> MlflowClient:
     """A client on the tracking store itself (see the module doc); a missing local store or an
     unreachable server is a clear `UserError`."""
-    backend = store_uri(tracking_uri)
-    if (path := sqlite_file(backend)) is not None:
-        if not path.is_file():
-            raise UserError(
-                f"no tracking store at {path}: run a study first (vaestudy run STUDY.yaml) or "
-                "pass --tracking-uri"
-            )
-        if (damage := sqlite_damage(path, "tracking store")) is not None:
-            raise UserError(damage)
-    elif backend.startswith(("http://", "https://")):
-        check_server(backend)
-    return MlflowClient(backend)
+    return MlflowClient(readable_store(tracking_uri))
 
 
 @contextlib.contextmanager
@@ -88,42 +62,6 @@ def artifact_writer(client: MlflowClient, run_id: str) -> Iterator[MlflowClient]
         return
     with tracking_session(uri) as served:
         yield MlflowClient(served)
-
-
-def studies(tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per study run, newest first within each study: `study`, `run` (its name, also
-    its Optuna study's), `run_id`, `started` (UTC), `status`, `trials` (interrupted attempts
-    that were run again not counted), `finished`, `feasible`, `optuna_study`."""
-    client = open_store(tracking_uri)
-    rows = []
-    for exp in client.search_experiments():
-        runs = search_all(client, exp.experiment_id, "tags.`vaestudy.study` != ''")
-        trials: dict[str, list[Any]] = {}
-        for run in runs:
-            if PARENT in run.data.tags and TAG_INTERRUPTED not in run.data.tags:
-                trials.setdefault(run.data.tags[PARENT], []).append(run)
-        for run in runs:
-            tags = run.data.tags
-            if tags.get(TAG_KIND) != "study":
-                continue
-            kids = trials.get(run.info.run_id, [])
-            rows.append({
-                "study": tags["vaestudy.study"],
-                "run": run.info.run_name,
-                "run_id": run.info.run_id,
-                "started": datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime(
-                    "%Y-%m-%d %H:%M"
-                ),
-                "status": run.info.status,
-                "trials": len(kids),
-                "finished": sum(k.info.status == "FINISHED" for k in kids),
-                "feasible": sum(k.data.tags.get(TAG_FEASIBLE) == "true" for k in kids),
-                "optuna_study": tags.get(TAG_OPTUNA, ""),
-            })  # fmt: skip
-    columns = ["study", "run", "run_id", "started", "status", "trials", "finished", "feasible",
-               "optuna_study"]  # fmt: skip
-    table = pd.DataFrame(rows, columns=columns)
-    return table.sort_values(["study", "started"], ascending=[True, False], ignore_index=True)
 
 
 def report(study: str, run: str | None = None, tracking_uri: str | None = None) -> Report:

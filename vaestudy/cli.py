@@ -329,7 +329,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_studies(args: argparse.Namespace) -> int:
-    from vaestudy.api import studies
+    from vaestudy.study_index import studies
 
     table = studies(args.tracking_uri)
     if args.study:

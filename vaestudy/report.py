@@ -47,7 +47,7 @@ from vaestudy.feasibility import (
     split_names,
 )
 from vaestudy.intervals import mean_ci, resolved, welch_p, wilson
-from vaestudy.tracking import (
+from vaestudy.tags import (
     CONFIRM,
     SEARCH,
     TAG_CONFIRMS,
@@ -63,11 +63,8 @@ from vaestudy.tracking import (
     TAG_SATURATED,
     TAG_STOPPED,
     TAG_VARIANT,
-    log_metrics,
-    now_ms,
-    study_runs,
-    trial_runs,
 )
+from vaestudy.tracking import log_metrics, now_ms, study_runs, trial_runs
 
 INTERRUPTED = "interrupted"  # status of a killed attempt that was run again (not counted)
 STOPPED_SATURATED = "stopped: saturated"  # train.stop_saturated ended it early (evaluated)

@@ -21,7 +21,7 @@ from vaestudy.intervals import mean_ci  # noqa: E402
 from vaestudy.plots import plot_trajectories, save  # noqa: E402
 from vaestudy.report import WITH_TEST, Report, file_name, read_history  # noqa: E402
 from vaestudy.search_plots import load_search, plot_search  # noqa: E402
-from vaestudy.tracking import CONFIRM  # noqa: E402
+from vaestudy.tags import CONFIRM
 
 # Marker per state in the figures: filled circle, hollow circle, hollow triangle, cross.
 _MARKERS = {

@@ -309,6 +309,23 @@ def sqlite_damage(path: Path, what: str) -> str | None:
     )
 
 
+def readable_store(tracking_uri: str | None = None) -> str:
+    """The tracking store's URI (`store_uri`), once it can be read: a local SQLite store that
+    exists and is not damaged, or a server that answers; otherwise a clear `UserError`."""
+    backend = store_uri(tracking_uri)
+    if (path := sqlite_file(backend)) is not None:
+        if not path.is_file():
+            raise UserError(
+                f"no tracking store at {path}: run a study first (vaestudy run STUDY.yaml) or "
+                "pass --tracking-uri"
+            )
+        if (damage := sqlite_damage(path, "tracking store")) is not None:
+            raise UserError(damage)
+    elif backend.startswith(("http://", "https://")):
+        check_server(backend)
+    return backend
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as s:

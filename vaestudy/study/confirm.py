@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from vaestudy.report import Report
 from vaestudy.study.search import TUNE_ID, SearchSpace, StudySearch, counts, make_search
 from vaestudy.study.spec import CONFIRM_INDEX, CONFIRMS, Study
-from vaestudy.tracking import TAG_TRIAL
+from vaestudy.tags import TAG_TRIAL
 
 LEDGER_SUFFIX = "-confirm"  # the confirmation ledger's Optuna study: `<run name>-confirm`
 

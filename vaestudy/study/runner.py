@@ -63,7 +63,7 @@ from vaestudy.study.search import (
 )
 from vaestudy.study.spec import Study
 from vaestudy.study.trainables import TrialContext, run_pack, run_trial
-from vaestudy.tracking import (
+from vaestudy.tags import (
     TAG_FAILURE,
     TAG_INTERRUPTED,
     TAG_KIND,
@@ -72,6 +72,8 @@ from vaestudy.tracking import (
     TAG_OPTUNA_STORAGE,
     TAG_SATURATED,
     TAG_STUDY,
+)
+from vaestudy.tracking import (
     close_orphans,
     ended,
     find_trial_run,

@@ -48,7 +48,7 @@ from vaestudy.plots import plot_trajectories
 from vaestudy.study.search import DIVERGED, SATURATED, member_key, member_prefix
 from vaestudy.study.spec import CONFIRMS, Study, trial_label
 from vaestudy.study.trainables import TrialContext
-from vaestudy.tracking import (
+from vaestudy.tags import (
     CONFIRM,
     SEARCH,
     TAG_CONFIRMS,
@@ -67,10 +67,8 @@ from vaestudy.tracking import (
     TAG_VARIANT,
     TAG_YARDSTICK,
     TRIAL_CONFIG,
-    TrialRun,
-    error_reason,
-    log_params,
 )
+from vaestudy.tracking import TrialRun, error_reason, log_params
 from vaestudy.trainer import Diverged, Trainer, TrainResult
 from vaestudy.vectorized import VectorTrainer, member_view
 
