@@ -13,7 +13,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import REPO
-from vaestudy.study.search import DIVERGED, SATURATED, make_search
+from vaestudy.study.report_keys import DIVERGED, SATURATED
+from vaestudy.study.search import make_search
 from vaestudy.study.spec import VARIANT_SEP, extremes, load_study
 
 GECO = REPO / "studies" / "geco.yaml"  # metric val/kl (min); yardstick recon <= 110

@@ -27,6 +27,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from vaestudy.study.report_keys import DIVERGED
 from vaestudy.study.spec import Study, trial_label
 
 _COLUMNS = ("trial", "variant", "status", "step", "loss", "constraints", "λ")
@@ -195,8 +196,6 @@ def error_cause(trial: Any) -> str:
 def tune_callback(progress: StudyProgress):
     """A Ray Tune callback feeding `progress` (Ray is imported here, not at module import)."""
     from ray import tune
-
-    from vaestudy.study.search import DIVERGED
 
     class TuneProgress(tune.Callback):
         def __init__(self, shown: StudyProgress) -> None:

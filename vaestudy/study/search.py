@@ -47,6 +47,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from vaestudy.dotted import unprefixed
 from vaestudy.feasibility import WORST, Scope, Yardstick, search_constraints, split_names
+from vaestudy.study.report_keys import DIVERGED, SATURATED, member_key, member_prefix
 from vaestudy.study.spec import (
     TRIAL_NUMBER,
     Choice,
@@ -60,8 +61,6 @@ from vaestudy.study.spec import (
     variant_param,
 )
 
-DIVERGED = "vaestudy/diverged"  # in a trial's final report only: 1 diverged, 0 reached its end
-SATURATED = "vaestudy/saturated"  # in a trial's final report: saturated multipliers, comma-joined
 READS_CONSTRAINTS = ("tpe", "nsga2")  # samplers of ours that use Optuna's constraint values
 
 
@@ -280,16 +279,6 @@ class StudySearch(OptunaSearch):
             else:  # a scheduler stopped it: a result (it counts)
                 trial.set_user_attr(ENDED, True)
                 tell(self._ot_study, trial, state=TrialState.PRUNED)
-
-
-def member_key(trial_id: str, index: int) -> str:
-    """The key of a packed trial's `index`-th member: Optuna's and MLflow's trial id."""
-    return f"{trial_id}/{index}"
-
-
-def member_prefix(index: int) -> str:
-    """Where a pack's report holds member `index`'s metrics."""
-    return f"member{index}/"
 
 
 class PackSearch(StudySearch):

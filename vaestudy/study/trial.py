@@ -45,7 +45,7 @@ from vaestudy.dotted import flatten, unprefixed
 from vaestudy.feasibility import WORST, judge
 from vaestudy.image_grids import save_reconstructions, save_samples
 from vaestudy.plots import plot_trajectories
-from vaestudy.study.search import DIVERGED, SATURATED, member_key, member_prefix
+from vaestudy.study.report_keys import DIVERGED, SATURATED, member_key, member_prefix
 from vaestudy.study.spec import CONFIRMS, Study, trial_label
 from vaestudy.study.trainables import TrialContext
 from vaestudy.tags import (
