@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
@@ -34,10 +35,12 @@ from vaestudy.tags import (
     TAG_EXPERIMENT_KIND,
     TAG_FAILURE,
     TAG_FAILURE_STEP,
+    TAG_INTERRUPTED,
     TAG_KIND,
     TAG_STOPPED,
     TAG_STUDY,
     TAG_TRIAL,
+    TRIAL_CONFIG,
 )
 
 MAX_BATCH = 1000
@@ -260,9 +263,50 @@ class TrialRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_config(self, config: dict[str, Any], params: dict[str, Any]) -> None:
+        """The trial's whole config as the artifact `vaestudy best` writes out (`TRIAL_CONFIG`)
+        and as flattened params (`params`: dotted key -> value)."""
+        log_params(self.client, self.run_id, params)
+        self.client.log_dict(self.run_id, config, TRIAL_CONFIG)
+
+    def log_files(self, paths: list[Path]) -> None:
+        """Files (figures, weights) as artifacts of the trial's run."""
+        for path in paths:
+            self.client.log_artifact(self.run_id, str(path))
+
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
         self.client.set_terminated(self.run_id, status=status)
+
+
+def open_study_run(
+    client: MlflowClient, experiment: str, name: str, tags: dict[str, str], params: dict[str, Any]
+) -> str:
+    """Create a study's parent run `name` with its `tags` and `params`; its run id."""
+    run = client.create_run(experiment, run_name=name, tags=tags)
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id
+
+
+def reopen_study_run(client: MlflowClient, run_id: str) -> None:
+    """Mark a resumed study's parent run RUNNING again."""
+    client.update_run(run_id, status="RUNNING")
+
+
+def close_study_run(
+    client: MlflowClient, run_id: str, status: str, tags: dict[str, str] | None = None
+) -> None:
+    """End a study's parent run with `status` (FINISHED, FAILED, KILLED), setting `tags` first."""
+    for key, value in (tags or {}).items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status=status)
+
+
+def retire_attempt(client: MlflowClient, run_id: str) -> None:
+    """Close the run of an attempt a killed driver left unfinished, which is run again as a new
+    trial: KILLED, tagged `vaestudy.interrupted` (the counts leave it out)."""
+    client.set_tag(run_id, TAG_INTERRUPTED, "run again as a new trial")
+    client.set_terminated(run_id, status="KILLED")
 
 
 def close_orphans(

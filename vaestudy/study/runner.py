@@ -65,7 +65,6 @@ from vaestudy.study.spec import Study
 from vaestudy.study.trainables import TrialContext, run_pack, run_trial
 from vaestudy.tags import (
     TAG_FAILURE,
-    TAG_INTERRUPTED,
     TAG_KIND,
     TAG_NOTE,
     TAG_OPTUNA,
@@ -75,11 +74,14 @@ from vaestudy.tags import (
 )
 from vaestudy.tracking import (
     close_orphans,
+    close_study_run,
     ended,
     find_trial_run,
     latest_study_run,
-    log_params,
+    open_study_run,
     raised,
+    reopen_study_run,
+    retire_attempt,
     study_experiment,
     study_runs,
     trial_runs,
@@ -191,14 +193,13 @@ def run_study(
                 TAG_NOTE: study_note(study, ledger.name, redacted(ledger.storage)),
                 **remembered(study),
             }
-            run = client.create_run(experiment, run_name=ledger.name, tags=tags)
-            parent_id = run.info.run_id
-            log_params(client, parent_id, flatten(study.spec.model_dump(mode="json"), "study"))
+            params = flatten(study.spec.model_dump(mode="json"), "study")
+            parent_id = open_study_run(client, experiment, ledger.name, tags, params)
         else:
             parent_id = parent.info.run_id
             ledger = resumed_ledger(parent.data.tags, optuna_storage)
             tune_path = parent.data.tags[TAG_TUNE_PATH]
-            client.update_run(parent_id, status="RUNNING")
+            reopen_study_run(client, parent_id)
         optuna_name = ledger.name
         if progress is not None:
             progress.started(optuna_name, parent_id, redacted(ledger.storage))
@@ -246,14 +247,13 @@ def run_study(
         orphans = close_orphans(client, experiment, parent_id, ended_cleanly)
         finished, failed, causes = _count_children(client, experiment, parent_id)
         errored = len(causes)
-        if orphans:
-            client.set_tag(parent_id, "vaestudy.orphans_closed", str(orphans))
         report = None
         if finished or failed:
             report = build_report(client, study.name, parent_id)
             log_answer(client, report)
         status = "KILLED" if interrupted else "FAILED" if errored else "FINISHED"
-        client.set_terminated(parent_id, status=status)
+        closed = {"vaestudy.orphans_closed": str(orphans)} if orphans else {}
+        close_study_run(client, parent_id, status, closed)
         return StudyOutcome(
             parent_id,
             optuna_name,
@@ -348,8 +348,7 @@ def settle_orphaned_trials(
         elif interrupted:
             tell(ot, trial, state=TrialState.FAIL)
             if run is not None:
-                client.set_tag(run.info.run_id, TAG_INTERRUPTED, "run again as a new trial")
-                client.set_terminated(run.info.run_id, status="KILLED")
+                retire_attempt(client, run.info.run_id)
 
 
 class _Confirmation:

@@ -66,9 +66,8 @@ from vaestudy.tags import (
     TAG_VAL_FEASIBLE,
     TAG_VARIANT,
     TAG_YARDSTICK,
-    TRIAL_CONFIG,
 )
-from vaestudy.tracking import TrialRun, error_reason, log_params
+from vaestudy.tracking import TrialRun, error_reason
 from vaestudy.trainer import Diverged, Trainer, TrainResult
 from vaestudy.vectorized import VectorTrainer, member_view
 
@@ -142,8 +141,7 @@ def _open_run(
         attempts = sum(k.startswith(TAG_ATTEMPT) for k in client.get_run(run.run_id).data.tags)
         run.set_tags({f"{TAG_ATTEMPT}{attempts + 1}": f"{tags[TAG_NODE]}, {tags[TAG_PROCESS]}"})
         config = cfg.model_dump(mode="json")
-        log_params(client, run.run_id, flatten(config))
-        client.log_dict(run.run_id, config, TRIAL_CONFIG)  # what `vaestudy best` writes out
+        run.log_config(config, flatten(config))
     return run, cfg
 
 
@@ -375,5 +373,5 @@ def _log_artifacts(run: TrialRun, trainer: Trainer, study_name: str) -> None:
         )
         weights = {"model": trainer.model.state_dict(), "objective": trainer.objective.state_dict()}
         torch.save(weights, folder / "model.pt")
-        for name in ("samples.png", "reconstructions.png", "trajectories.png", "model.pt"):
-            run.client.log_artifact(run.run_id, str(folder / name))
+        names = ("samples.png", "reconstructions.png", "trajectories.png", "model.pt")
+        run.log_files([folder / name for name in names])
