@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaestudy.config import DataConfig
-from vaestudy.datasets import data_problem, dataset_class
+from vaestudy.datasets import Dataset, data_problem, dataset_class
 from vaestudy.datasets.base import Part
 from vaestudy.errors import DataError
 
@@ -67,12 +67,9 @@ class DeviceData:
         return x, self.train_y[idx]
 
 
-def _read_split(cfg: DataConfig, part: Part) -> tuple[Tensor, Tensor | None]:
+def _read_split(source: Dataset, part: Part) -> tuple[Tensor, Tensor | None]:
     """One split as float intensities [N, C, H, W] in [0, 1] and long labels (or None)."""
-    problem = data_problem(cfg)
-    if problem is not None:
-        raise DataError(problem)
-    source = dataset_class(cfg.dataset)(cfg)
+    cfg = source.cfg
     try:
         images, labels = source.read(part)
         x = torch.as_tensor(images)
@@ -110,9 +107,13 @@ def validation_indices(cfg: DataConfig, n_train: int) -> tuple[Tensor, Tensor]:
 
 def load_data(cfg: DataConfig, device: torch.device) -> DeviceData:
     """Read the splits, carve the validation split and move them to `device` once."""
+    problem = data_problem(cfg)
+    if problem is not None:
+        raise DataError(problem)
+    source = dataset_class(cfg.dataset)(cfg)
     splits = []
     for part, limit in (("train", cfg.train_limit), ("test", cfg.test_limit)):
-        x, y = _read_split(cfg, part)
+        x, y = _read_split(source, part)
         splits.append((x[:limit], None if y is None else y[:limit]))
     (train_x, train_y), (test_x, test_y) = splits
     if train_x.shape[1:] != test_x.shape[1:]:
