@@ -71,12 +71,16 @@ def start_and_wait_for_a_trial(
     )
     deadline = time.monotonic() + 300
     while run_statuses(db).count("RUNNING") < 2:
-        assert driver.poll() is None, driver.communicate()
+        if driver.poll() is not None:  # its last words, whole (pytest would cut a long repr)
+            out, err = driver.communicate()
+            code = driver.returncode
+            pytest.fail(f"vaestudy run exited {code} before a trial ran:\n{err[-6000:]}")
         assert time.monotonic() < deadline, "no trial started in 300 s"
         time.sleep(0.5)
     return driver
 
 
+@pytest.mark.alone  # once, beside another test file's studies, its driver exited 1 before a trial
 def test_sigterm_and_sighup_stop_like_ctrl_c_and_sigkill_leaves_no_process(tmp_path, shared_data):
     """A local study runs in a network namespace of its own: every process of it (Ray's
     included) is there, and all that listens there is on loopback. SIGTERM and SIGHUP mid-trial:
