@@ -67,12 +67,13 @@ class DeviceData:
         return x, self.train_y[idx]
 
 
-def _read_split(source: Dataset, part: Part) -> tuple[Tensor, Tensor | None]:
-    """One split as float intensities [N, C, H, W] in [0, 1] and long labels (or None)."""
+def _read_split(source: Dataset, part: Part, limit: int | None) -> tuple[Tensor, Tensor | None]:
+    """The first `limit` images of one split (all: None) as float intensities [N, C, H, W] in
+    [0, 1] and long labels (or None); cut before they are converted."""
     cfg = source.cfg
     try:
         images, labels = source.read(part)
-        x = torch.as_tensor(images)
+        x = torch.as_tensor(images)[:limit]
     except (RuntimeError, OSError, ValueError) as exc:
         raise DataError(f"{cfg.dataset}: cannot load from {cfg.root}: {exc}") from None
     if x.dim() == 3:
@@ -89,7 +90,7 @@ def _read_split(source: Dataset, part: Part) -> tuple[Tensor, Tensor | None]:
             f"{cfg.dataset}: {part} intensities span [{x.min():.3g}, {x.max():.3g}]; expected "
             "uint8 images or floats in [0, 1]"
         )
-    return x, None if labels is None else torch.as_tensor(labels).long()
+    return x, None if labels is None else torch.as_tensor(labels)[:limit].long()
 
 
 def validation_indices(cfg: DataConfig, n_train: int) -> tuple[Tensor, Tensor]:
@@ -113,8 +114,7 @@ def load_data(cfg: DataConfig, device: torch.device) -> DeviceData:
     source = dataset_class(cfg.dataset)(cfg)
     splits = []
     for part, limit in (("train", cfg.train_limit), ("test", cfg.test_limit)):
-        x, y = _read_split(source, part)
-        splits.append((x[:limit], None if y is None else y[:limit]))
+        splits.append(_read_split(source, part, limit))
     (train_x, train_y), (test_x, test_y) = splits
     if train_x.shape[1:] != test_x.shape[1:]:
         raise DataError(

@@ -9,6 +9,7 @@ integrity (CRC). All 663,552 training images as float32 take 10.9 GB on the devi
 
 from __future__ import annotations
 
+import functools
 import zipfile
 from typing import Any
 
@@ -44,11 +45,18 @@ class DSprites(Dataset):
             return f"dsprites: {path} holds {sorted(names)}; expected {self.layout}"
         return None
 
-    def _split(self, part: Part) -> tuple[Any, Any]:
+    @functools.cached_property
+    def _arrays(self) -> tuple[Any, Any]:
+        """(imgs, latents_classes), read once per instance (both splits come from them)."""
         import numpy as np
 
         with np.load(self.root / FILE, allow_pickle=False) as f:
-            images, factors = f["imgs"], f["latents_classes"]
+            return f["imgs"], f["latents_classes"]
+
+    def _split(self, part: Part) -> tuple[Any, Any]:
+        import numpy as np
+
+        images, factors = self._arrays
         if images.ndim != 3 or factors.shape != (len(images), 6):
             raise ValueError(
                 f"{self.root / FILE}: imgs {images.shape}, latents_classes {factors.shape}; "

@@ -67,16 +67,15 @@ class TensorFile(Dataset):
         import numpy as np
         import torch
 
-        if self.root.suffix == ".npz":
+        if self.root.suffix == ".npz":  # `problem` has checked its arrays: read this part's
             with np.load(self.root, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files if k in (*KEYS, *LABELS)}
-        else:
+                arrays = {k: f[k] for k in (f"{part}_x", f"{part}_y") if k in f.files}
+        else:  # a .pt file is checked once loaded
             arrays = torch.load(self.root, map_location="cpu", weights_only=True)
             if not isinstance(arrays, dict):
                 raise ValueError(f"{self.root}: expected a dict of tensors: {self.layout}")
-        problem = _shape_problem(str(self.root), arrays)
-        if problem:
-            raise ValueError(problem)
+            if problem := _shape_problem(str(self.root), arrays):
+                raise ValueError(problem)
         x, y = arrays[f"{part}_x"], arrays.get(f"{part}_y")
         x = torch.as_tensor(x)
         return x, None if y is None else torch.as_tensor(y).long()
