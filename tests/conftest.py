@@ -147,12 +147,17 @@ def ray_session():
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory):
+def server_db(tmp_path_factory) -> Path:
+    """The SQLite file behind `server`."""
+    return tmp_path_factory.mktemp("store") / "mlflow.db"
+
+
+@pytest.fixture(scope="session")
+def server(server_db: Path):
     """One MLflow tracking server over a fresh SQLite store for the whole test session."""
     from vaestudy.stores import serve
 
-    store = tmp_path_factory.mktemp("store")
-    with serve(f"sqlite:///{store / 'mlflow.db'}") as uri:
+    with serve(f"sqlite:///{server_db}") as uri:
         yield uri
 
 

@@ -24,8 +24,8 @@ from vaestudy.preflight import data_configs, study_problems
 from vaestudy.stores import free_port, redacted, tune_storage_uri
 from vaestudy.study import cluster
 from vaestudy.study.cluster import reach_problems
+from vaestudy.study.ledger import Ledger, resumed_ledger
 from vaestudy.study.resume import TAG_OVERRIDES, merged_overrides
-from vaestudy.study.runner import Ledger, resumed_ledger
 from vaestudy.study.search import counts
 from vaestudy.study.spec import load_study
 from vaestudy.tracking import latest_study_run

@@ -25,9 +25,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import CLI, FEASIBLE_GECO, TINY, children, sets, steps, write_study
-from vaestudy import api, study_index
+from vaestudy import api
 from vaestudy.cli import main
 from vaestudy.config import load_run_config
+from vaestudy.run_reader import ClientReader, SqliteReader
 from vaestudy.stores import free_port
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
@@ -150,8 +151,8 @@ def test_studies_lists_every_run(in_project, capsys):
     assert set(listed["run"]) == {"geco", "geco-2"}
     # The file read with SQL gives what MLflow's client (as on a server) gives, run for run.
     store = in_project.folder / "mlflow" / "mlflow.db"
-    by_sql = {r.run_id: r for r in study_index._sqlite_records(store)}
-    by_client = {r.run_id: r for r in study_index._client_records(f"sqlite:///{store}")}
+    by_sql = {r.run_id: r for r in SqliteReader(store).tagged_runs()}
+    by_client = {r.run_id: r for r in ClientReader(store_client(in_project.folder)).tagged_runs()}
     assert by_sql == by_client and len(by_sql) >= 5  # 2 parent runs, 3 trials
 
 

@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 from tests.conftest import CLI, TINY, children, sets, steps, write_study
 from vaestudy.feasibility import WORST
 from vaestudy.stores import free_port, made_ready, optuna_storage_url, serve
-from vaestudy.study.runner import Ledger, run_study, settle_orphaned_trials
+from vaestudy.study.ledger import Ledger, settle_orphaned_trials
+from vaestudy.study.runner import run_study
 from vaestudy.study.search import TUNE_ID
 from vaestudy.study.spec import load_study
 from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED

@@ -2,9 +2,11 @@
 (feasible, yardstick only, own only, neither), saturated multipliers, two variants of one
 objective, a diverged and an interrupted trial."""
 
+import dataclasses
 import math
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -14,6 +16,7 @@ from vaestudy.errors import UserError
 from vaestudy.plots import trajectory_figure
 from vaestudy.report import answer, answer_table, build_report, log_answer, read_history
 from vaestudy.report_files import rate_distortion_figure, trajectory_runs, write_report
+from vaestudy.run_reader import ClientReader, RunRecord, SqliteReader
 from vaestudy.tags import (
     CONFIRM,
     PARENT,
@@ -137,7 +140,7 @@ def known_study(server):
         tags={TAG_VARIANT: CYCLICAL},
     )  # fmt: skip
     child(
-        client, exp, pid, "nan", "lagvae", "FAILED", {"train/loss": 3.0},
+        client, exp, pid, "nan", "lagvae", "FAILED", {"train/loss": math.nan},
         tags={TAG_FAILURE: "non-finite loss", TAG_FAILURE_STEP: "30"},
     )  # fmt: skip
     child(  # a killed study's unfinished attempt, run again as a new trial by --resume
@@ -359,3 +362,39 @@ def test_figures_carry_the_confirmation(confirmed_study):
     assert [line.get_ydata()[0] for line in plane.get_lines() if line.get_linestyle() == "--"] == [
         100.0
     ]  # the yardstick recon <= 100
+
+
+@pytest.mark.parametrize("study", ["known", "confirmed"])
+def test_sql_and_mlflows_client_read_the_same_report(known_study, confirmed_study, server_db,
+                                                     study):  # fmt: skip
+    """A local store read with SQL (what `report`, `best` and `compare` do without a server)
+    gives what MLflow's client gives: every run, tag, param, latest metric and trajectory point,
+    so the same report."""
+    sql, client = SqliteReader(server_db), ClientReader(known_study)
+    by_sql, by_client = sql.study_runs(study), client.study_runs(study)
+    assert by_sql == by_client and len(by_sql) == 1
+    kids = {r.run_id: comparable(r) for r in sql.trial_runs(by_sql[0])}
+    assert kids == {r.run_id: comparable(r) for r in client.trial_runs(by_client[0])}
+    assert len(kids) >= 9
+    for run_id in kids:
+        keys = sql.metric_keys(run_id)
+        assert sorted(keys) == sorted(client.metric_keys(run_id))
+        by_client = [nan_free(row) for row in client.history(run_id, keys)]
+        assert [nan_free(row) for row in sql.history(run_id, keys)] == by_client
+    with_nan = [r for r in kids.values() if None in r.metrics.values()]
+    assert with_nan or study == "confirmed"  # "nan" logged a NaN loss: read back as NaN
+    a, b = build_report(sql, study), build_report(client, study)
+    pd.testing.assert_frame_equal(a.trials, b.trials)
+    pd.testing.assert_frame_equal(a.summary, b.summary)
+    assert (a.yardstick, a.metric, a.run_name) == (b.yardstick, b.metric, b.run_name)
+    with pytest.raises(UserError, match="no study named 'nope'.*known"):
+        build_report(sql, "nope")
+
+
+def nan_free(values: dict[str, float]) -> dict[str, float | None]:
+    """`values` with NaN as None (NaN != NaN)."""
+    return {k: None if math.isnan(v) else v for k, v in values.items()}
+
+
+def comparable(run: RunRecord) -> RunRecord:
+    return dataclasses.replace(run, metrics=nan_free(run.metrics))

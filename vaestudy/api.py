@@ -12,7 +12,8 @@ api.best("geco").config                # the selected trial's config (`vaestudy 
 ```
 
 Every function takes `tracking_uri` (default: `$MLFLOW_TRACKING_URI`, else the project's local
-store `mlflow/mlflow.db`, opened directly: no server needed, artifacts included). The CLI's
+store `mlflow/mlflow.db`, read directly with SQL (`vaestudy.run_reader`): no server needed,
+artifacts included). The CLI's
 `studies`, `report`, `compare` and `best` commands are these functions. Words as everywhere
 (`vaestudy.feasibility`): a trial *satisfies its own constraints*, *satisfies the yardstick*,
 or both: *feasible*; "best" is the search's best trial feasible on the validation split by the
@@ -22,21 +23,16 @@ its retraining with fresh seeds, with 95% intervals (`study.confirm`).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from vaestudy.errors import UserError
 from vaestudy.report import Report, build_report, compare_reports
-from vaestudy.stores import readable_store, tracking_session
+from vaestudy.run_reader import reader
 from vaestudy.study_index import studies  # noqa: F401 - api.studies(), the notebook API's
 from vaestudy.tags import TRIAL_CONFIG
 
@@ -44,30 +40,10 @@ if TYPE_CHECKING:
     import optuna
 
 
-def open_store(tracking_uri: str | None = None) -> MlflowClient:
-    """A client on the tracking store itself (see the module doc); a missing local store or an
-    unreachable server is a clear `UserError`."""
-    return MlflowClient(readable_store(tracking_uri))
-
-
-@contextlib.contextmanager
-def artifact_writer(client: MlflowClient, run_id: str) -> Iterator[MlflowClient]:
-    """A client that can write `run_id`'s artifacts: `client` itself, unless the run keeps them
-    behind a server's proxy (`mlflow-artifacts:/`, the default store's layout before vaestudy
-    kept them at file:// locations) and `client` is not on a server: then one is started."""
-    uri = client.tracking_uri
-    proxied = client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
-    if not proxied or uri.startswith(("http://", "https://")):
-        yield client
-        return
-    with tracking_session(uri) as served:
-        yield MlflowClient(served)
-
-
 def report(study: str, run: str | None = None, tracking_uri: str | None = None) -> Report:
     """The report of `study` (its newest run, or `run`: a name, id or id prefix): `trials` and
     `summary` DataFrames, the yardstick, `best_feasible()`."""
-    return build_report(open_store(tracking_uri), study, run)
+    return build_report(reader(tracking_uri), study, run)
 
 
 def selection(text: str) -> tuple[str, str | None]:
@@ -79,8 +55,8 @@ def selection(text: str) -> tuple[str, str | None]:
 def compare(selections: Sequence[str], tracking_uri: str | None = None) -> Report:
     """Several runs (`STUDY` or `STUDY@RUN` each) in one report: every trial, its variant
     prefixed by its run's name (`geco-2: geco`), each judged by its own run's yardstick."""
-    client = open_store(tracking_uri)
-    return compare_reports([build_report(client, *selection(s)) for s in selections])
+    store = reader(tracking_uri)
+    return compare_reports([build_report(store, *selection(s)) for s in selections])
 
 
 def optuna_study(
@@ -127,20 +103,18 @@ def best(
     """The search's best trial feasible on validation by the study's first metric, with its
     config; None when no trial is feasible there. `feasible=False`: the best finished trial,
     feasible or not."""
-    client = open_store(tracking_uri)
-    found = build_report(client, study, run)
+    store = reader(tracking_uri)
+    found = build_report(store, study, run)
     row = found.best_feasible() if feasible else found.best_finished()
     if row is None:
         return None
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = client.download_artifacts(row["run_id"], TRIAL_CONFIG, folder)
-        except (MlflowException, OSError) as exc:
-            raise UserError(
-                f"trial {row['trial']} (run {row['run_id']}) has no {TRIAL_CONFIG} artifact "
-                f"({exc}); trials record it since vaestudy logs each trial's config"
-            ) from None
-        config = yaml.safe_load(Path(path).read_text())
+    try:
+        config = yaml.safe_load(store.artifact_text(row["run_id"], TRIAL_CONFIG))
+    except OSError as exc:
+        raise UserError(
+            f"trial {row['trial']} (run {row['run_id']}) has no {TRIAL_CONFIG} artifact "
+            f"({exc}); trials record it since vaestudy logs each trial's config"
+        ) from None
     value = float(row[found.metric])
     return BestTrial(
         study=found.study,

@@ -128,7 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         optuna_storage=args.optuna_storage,
     )
-    from vaestudy.stores import redacted, store_uri, tracking_session, tune_storage, ui_url
+    from vaestudy.stores import redacted, store_uri, tune_storage, ui_url
     from vaestudy.study.console import StudyProgress, mark, quiet_libraries
 
     log_file = tune_storage(args.storage_path) / f"{study.name}.log"
@@ -145,7 +145,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _say("Ray is up; importing MLflow, Optuna and Ray Tune")
         interrupts.install()  # again: Ray's own SIGTERM handler aborts
         mark("ray start")
-        import vaestudy.study.runner  # noqa: F401 - MLflow, Optuna, Tune, pandas
+        import vaestudy.study.outcome  # noqa: F401 - MLflow, pandas
+        import vaestudy.study.tuner  # noqa: F401 - Optuna, Tune
 
         quiet_libraries(log_file)  # again: some install their log handlers on import
         mark("imports")
@@ -160,27 +161,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if backend.startswith(("http://", "https://"))
         else f"starting the tracking server over {redacted(backend)}"
     )
+    from vaestudy.study.session import open_session
+
     with (
         watching(room),  # a filling disk stops the study as Ctrl-C would
-        tracking_session(args.tracking_uri, while_starting=start) as uri,
-        server_watch.watching(uri),  # so does a tracking server silent for minutes
+        open_session(
+            study, args.tracking_uri, args.address, args.storage_path, while_starting=start
+        ) as session,
+        server_watch.watching(session.uri),  # so does a tracking server silent for minutes
         StudyProgress(study, log_file) as progress,
     ):
         mark("tracking server")
+        uri = session.uri
         watch = f"vaestudy ui {study.name}" if local else redacted(uri)
         _say(f"tracking server ready (watch with: {watch}); starting the trials")
-        from vaestudy.study.runner import run_study
+        from vaestudy.study.outcome import conclude
+        from vaestudy.study.tuner import tune_study
 
         try:
-            outcome = run_study(
+            tuned = tune_study(
                 study,
-                tracking_uri=uri,
-                address=args.address,
+                session,
                 resume=args.resume,
-                storage_path=args.storage_path,
                 optuna_storage=args.optuna_storage,
                 progress=progress,
             )
+            outcome = conclude(study, session, tuned)
         except server_watch.TrackingLost:
             return _interrupted(resume_command(study))
     mark("report")
@@ -294,17 +300,16 @@ def _print_report(report, out, fmt: str) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vaestudy.api import artifact_writer, open_store
     from vaestudy.report import build_report
     from vaestudy.report_files import attach, write_report
+    from vaestudy.run_reader import reader
 
     name = _study_name(args.study)
-    client = open_store(args.tracking_uri)
-    report = build_report(client, name, args.run)
+    store = reader(args.tracking_uri)
+    report = build_report(store, name, args.run)
     out = Path(args.out or Path("reports") / name)
-    files = write_report(client, report, out)
-    with artifact_writer(client, report.parent_run_id) as writer:
-        attach(writer, report, files)
+    files = write_report(store, report, out)
+    attach(store, report, files)
     _print_report(report, out, args.format)
     print(
         f"report of run {report.run_name!r} written to {out}/ and attached to MLflow run "
@@ -317,12 +322,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vaestudy.api import compare, open_store
+    from vaestudy.api import compare
     from vaestudy.report_files import write_report
+    from vaestudy.run_reader import reader
 
     report = compare(args.runs, args.tracking_uri)
     out = Path(args.out or Path("reports") / "compare")
-    write_report(open_store(args.tracking_uri), report, out)
+    write_report(reader(args.tracking_uri), report, out)
     _print_report(report, out, args.format)
     print(f"comparison written to {out}/", file=sys.stderr)
     return EXIT_OK
@@ -379,11 +385,11 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     backend = store_uri(args.tracking_uri)
     experiment = None
     if args.study:  # its runs table; the study must exist
-        from vaestudy.api import open_store
         from vaestudy.report import find_parent
+        from vaestudy.run_reader import reader
 
         name = _study_name(args.study)
-        experiment = find_parent(open_store(args.tracking_uri), name).info.experiment_id
+        experiment = find_parent(reader(args.tracking_uri), name).experiment_id
     if backend.startswith(("http://", "https://")):
         print(f"open {ui_url(backend, experiment)} in a browser: that server is the UI")
         return EXIT_OK

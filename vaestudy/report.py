@@ -1,7 +1,8 @@
 """Study report: which objectives satisfy their constraints, on held-out data, and at what cost.
 
-Reads a study's parent run (the newest, or a given one) and its child runs back from MLflow
-(client API only) into pandas. Every judgement uses `vaestudy.feasibility`: a trial *satisfies
+Reads a study's parent run (the newest, or a given one) and its child runs back from the
+tracking store (`vaestudy.run_reader`: SQL on a local store, MLflow's client elsewhere) into
+pandas. Every judgement uses `vaestudy.feasibility`: a trial *satisfies
 its own constraints* (its objective's, on the test split, no multiplier saturated), *satisfies
 the yardstick* (the study's `constraints`), or both: *feasible*.
 
@@ -32,11 +33,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from mlflow.entities import Metric, RunTag
-from mlflow.tracking import MlflowClient
 
 from vaestudy.dotted import unprefixed
 from vaestudy.errors import UserError
@@ -47,6 +46,7 @@ from vaestudy.feasibility import (
     split_names,
 )
 from vaestudy.intervals import mean_ci, resolved, welch_p, wilson
+from vaestudy.run_reader import History, RunReader, RunRecord, as_reader
 from vaestudy.tags import (
     CONFIRM,
     SEARCH,
@@ -64,7 +64,9 @@ from vaestudy.tags import (
     TAG_STOPPED,
     TAG_VARIANT,
 )
-from vaestudy.tracking import log_metrics, now_ms, study_runs, trial_runs
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 INTERRUPTED = "interrupted"  # status of a killed attempt that was run again (not counted)
 STOPPED_SATURATED = "stopped: saturated"  # train.stop_saturated ended it early (evaluated)
@@ -177,23 +179,23 @@ def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".4g") if len(df) else "(none)"
 
 
-def find_parent(client: MlflowClient, study: str, run: str | None = None):
+def find_parent(source: RunReader | MlflowClient, study: str, run: str | None = None) -> RunRecord:
     """A parent run of `study`: the newest, or `run`: its run id, a unique prefix of the id, or
     its name (`geco-2`, as `vaestudy studies` lists)."""
-    exp = client.get_experiment_by_name(study)
-    runs = study_runs(client, exp.experiment_id, study) if exp is not None else []
+    reader = as_reader(source)
+    runs = reader.study_runs(study)
     if not runs:
-        known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        known = sorted(name for name in reader.experiments() if name != "Default")
         raise UserError(
             f"no study named {study!r} in this tracking store; studies there: "
             f"{', '.join(known) or 'none'}"
         )
     if run is None:
         return runs[0]
-    found = [r for r in runs if run in (r.info.run_id, r.info.run_name)]
-    found = found or [r for r in runs if r.info.run_id.startswith(run)]
+    found = [r for r in runs if run in (r.run_id, r.name)]
+    found = found or [r for r in runs if r.run_id.startswith(run)]
     if len(found) != 1:
-        names = ", ".join(f"{r.info.run_name} ({r.info.run_id[:8]})" for r in runs)
+        names = ", ".join(f"{r.name} ({r.run_id[:8]})" for r in runs)
         what = "no run" if not found else f"{len(found)} runs"
         raise UserError(f"study {study!r} has {what} matching {run!r}; its runs: {names}")
     return found[0]
@@ -215,7 +217,7 @@ def yardstick_from_params(params: dict[str, str]) -> list[Yardstick]:
     return out
 
 
-def constraint_tail(history: list[dict[str, float]], name: str) -> tuple[float, float | None]:
+def constraint_tail(history: History, name: str) -> tuple[float, float | None]:
     """(fraction of points in the last 20% of steps where the constraint held, first step from
     which it held at every later point, or None)."""
     key, target = f"constraint/{name}", f"target/{name}"
@@ -232,29 +234,28 @@ def constraint_tail(history: list[dict[str, float]], name: str) -> tuple[float, 
     return sum(tail) / len(tail), held_from
 
 
-def read_history(client: MlflowClient, run_id: str, keys: list[str]) -> list[dict[str, float]]:
+def read_history(source: RunReader | MlflowClient, run_id: str, keys: list[str]) -> History:
     """Trajectory points of `keys` (`train/...`, `val/...`), one dict per step, keys without
     `train/`."""
-    rows: dict[int, dict[str, float]] = {}
-    for key in keys:
-        for m in client.get_metric_history(run_id, key):
-            rows.setdefault(m.step, {"step": float(m.step)})[key.removeprefix("train/")] = m.value
-    return [rows[s] for s in sorted(rows)]
+    rows = as_reader(source).history(run_id, keys)
+    return [{k.removeprefix("train/"): v for k, v in row.items()} for row in rows]
 
 
-def build_report(client: MlflowClient, study: str, run: str | None = None) -> Report:
-    """The report of `study`'s newest parent run, or of its run `run` (see `find_parent`)."""
-    parent = find_parent(client, study, run)
-    params = parent.data.params
+def build_report(source: RunReader | MlflowClient, study: str, run: str | None = None) -> Report:
+    """The report of `study`'s newest parent run, or of its run `run` (see `find_parent`), read
+    from a `RunReader` (or an MLflow client)."""
+    reader = as_reader(source)
+    parent = find_parent(reader, study, run)
+    params = parent.params
     metric = params.get("study.metric", params.get("study.metric.0", "val/iwae_nll"))
     mode = params.get("study.mode", params.get("study.mode.0", "min"))
     # `study.search.objective.kappa.uniform.0` -> `objective.kappa` (the searched dotted key)
     searched = sorted({_SEARCH_PARAM.sub("", k) for k in unprefixed(params, "study.search.")})
     yardstick = yardstick_from_params(params)
-    runs = trial_runs(client, parent)
+    runs = reader.trial_runs(parent)
     if not runs:
-        raise UserError(f"study {study!r} (parent run {parent.info.run_id}) has no trials yet")
-    rows = [_trial_row(client, r, searched, yardstick, metric) for r in runs]
+        raise UserError(f"study {study!r} (parent run {parent.run_id}) has no trials yet")
+    rows = [_trial_row(reader, r, searched, yardstick, metric) for r in runs]
     order = ["variant", "phase", "trial"]
     trials = pd.DataFrame(rows).sort_values(order, ascending=[True, False, True])
     trials = trials.reset_index(drop=True)
@@ -262,15 +263,15 @@ def build_report(client: MlflowClient, study: str, run: str | None = None) -> Re
     metrics = [params[k] for k in sorted(params) if re.fullmatch(r"study\.metric(\.\d+)?", k)]
     return Report(
         study,
-        parent.info.run_id,
+        parent.run_id,
         trials,
         summary,
         yardstick,
         metric,
         mode,
-        run_name=parent.data.tags.get(TAG_OPTUNA, parent.info.run_name),
+        run_name=parent.tags.get(TAG_OPTUNA, parent.name),
         metrics=tuple(metrics),
-        optuna_storage=parent.data.tags.get(TAG_OPTUNA_STORAGE, ""),
+        optuna_storage=parent.tags.get(TAG_OPTUNA_STORAGE, ""),
         confirmation=confirmation_table(trials, metric, mode),
     )
 
@@ -309,22 +310,28 @@ def compare_reports(reports: list[Report]) -> Report:
     )
 
 
-def _status(run) -> str:
-    tags = run.data.tags
+def _status(run: RunRecord) -> str:
+    tags = run.tags
     if TAG_INTERRUPTED in tags:
         return INTERRUPTED
-    if run.info.status == "FINISHED" and tags.get(TAG_STOPPED, "").startswith("saturated"):
+    if run.status == "FINISHED" and tags.get(TAG_STOPPED, "").startswith("saturated"):
         return STOPPED_SATURATED
     return {"FINISHED": "finished", "FAILED": "failed", "KILLED": "stopped early"}.get(
-        run.info.status, run.info.status.lower()
+        run.status, run.status.lower()
     )
 
 
-def _trial_row(client, run, searched, yardstick, metric) -> dict[str, Any]:
-    m, tags, params = run.data.metrics, run.data.tags, run.data.params
+def _trial_row(
+    reader: RunReader,
+    run: RunRecord,
+    searched: list[str],
+    yardstick: list[Yardstick],
+    metric: str,
+) -> dict[str, Any]:
+    m, tags, params = run.metrics, run.tags, run.params
     names = sorted(unprefixed(m, "test/constraint/"))
     keys = [k for k in m if k.startswith(("train/constraint/", "train/target/"))]
-    history = read_history(client, run.info.run_id, keys)
+    history = read_history(reader, run.run_id, keys)
     status = _status(run)
     ended = status in WITH_TEST
     test = unprefixed(m, "test/") if ended else None
@@ -332,8 +339,8 @@ def _trial_row(client, run, searched, yardstick, metric) -> dict[str, Any]:
     saturated = split_names(tags.get(TAG_SATURATED))
     objective = tags.get(TAG_OBJECTIVE, params.get("objective.name"))
     row: dict[str, Any] = {
-        "trial": tags.get("mlflow.runName", run.info.run_id[:8]),
-        "run_id": run.info.run_id,
+        "trial": run.name or run.run_id[:8],
+        "run_id": run.run_id,
         "phase": tags.get(TAG_PHASE, SEARCH),
         "confirms": tags.get(TAG_CONFIRMS, ""),
         "variant": tags.get(TAG_VARIANT, objective),
@@ -544,14 +551,13 @@ def log_answer(client: MlflowClient, report: Report) -> None:
     `vaestudy.best_feasible.<variant>`) and its test metrics as `best_feasible/<metric>`; the
     answer in one line as the tag `vaestudy.answer` and atop the run's description (its note in
     the MLflow UI), the per-variant table below it; the report's tables as `report/report.md`."""
-    ts = now_ms()
-    metrics = [Metric("feasible", float(report.summary["feasible"].sum()), ts, 0)]
+    metrics = {"feasible": float(report.summary["feasible"].sum())}
     tags = {TAG_ANSWER: answer(report)}
     trials = report.trials.set_index("trial")
     for row in report.summary.itertuples():
         key = file_name(row.variant)
         for count in ("trials", "feasible", "satisfy_own", "satisfy_yardstick", "saturated"):
-            metrics.append(Metric(f"{count}/{key}", float(getattr(row, count)), ts, 0))
+            metrics[f"{count}/{key}"] = float(getattr(row, count))
         if row.selected:
             tags[f"{TAG_BEST}.{key}"] = trials.loc[row.selected, "run_id"]
     c = report.confirmation
@@ -559,26 +565,25 @@ def log_answer(client: MlflowClient, report: Report) -> None:
         key = file_name(row["variant"])
         for name in ("own", "yardstick", "feasible"):
             k, n = (int(v) for v in row[name].split("/"))
-            metrics += [
-                Metric(f"confirmed/{name}_rate/{key}", k / n, ts, 0),
-                Metric(f"confirmed/{name}_low/{key}", row[f"{name}_low"], ts, 0),
-                Metric(f"confirmed/{name}_high/{key}", row[f"{name}_high"], ts, 0),
-            ]
+            metrics |= {
+                f"confirmed/{name}_rate/{key}": k / n,
+                f"confirmed/{name}_low/{key}": row[f"{name}_low"],
+                f"confirmed/{name}_high/{key}": row[f"{name}_high"],
+            }
         mean = row[f"{report.test_metric} mean"]
         if math.isfinite(mean):
-            metrics.append(Metric(f"confirmed/{report.test_metric}/{key}", mean, ts, 0))
+            metrics[f"confirmed/{report.test_metric}/{key}"] = mean
     best = report.best_feasible()
     if best is not None:
         tags |= {TAG_BEST: best["run_id"], f"{TAG_BEST}_trial": best["trial"]}
-        run = client.get_run(best["run_id"])
         for name in dict.fromkeys([report.metric, *_SHOWN_METRICS]):
-            if name in run.data.metrics:
-                metrics.append(Metric(f"best_feasible/{name}", run.data.metrics[name], ts, 0))
-    tags[TAG_NOTE] = _described(client.get_run(report.parent_run_id).data.tags.get(TAG_NOTE, ""),
-                                report)  # fmt: skip
-    log_metrics(client, report.parent_run_id, metrics)
-    client.log_batch(report.parent_run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-    client.log_text(report.parent_run_id, report.markdown(), "report/report.md")
+            if math.isfinite(best[name]):
+                metrics[f"best_feasible/{name}"] = float(best[name])
+    from vaestudy.tracking import log_study_answer
+
+    note = client.get_run(report.parent_run_id).data.tags.get(TAG_NOTE, "")
+    tags[TAG_NOTE] = _described(note, report)
+    log_study_answer(client, report.parent_run_id, metrics, tags, report.markdown())
 
 
 def _described(note: str, report: Report) -> str:

@@ -6,22 +6,31 @@ are `vaestudy.report`'s; reading a study (`best`, `studies`) needs none of this 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
 
 from vaestudy.feasibility import FEASIBLE, NEITHER, OWN_ONLY, STATES, YARDSTICK_ONLY  # noqa: E402
 from vaestudy.intervals import mean_ci  # noqa: E402
 from vaestudy.plots import plot_trajectories, save  # noqa: E402
 from vaestudy.report import WITH_TEST, Report, file_name, read_history  # noqa: E402
-from vaestudy.search_plots import load_search, plot_search  # noqa: E402
+from vaestudy.run_reader import RunReader, as_reader  # noqa: E402
+from vaestudy.stores import tracking_session  # noqa: E402
 from vaestudy.tags import CONFIRM
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 # Marker per state in the figures: filled circle, hollow circle, hollow triangle, cross.
 _MARKERS = {
@@ -112,30 +121,35 @@ def trajectory_runs(report: Report) -> list[tuple[str, list[str], str]]:
     return out
 
 
-def write_report(client: MlflowClient, report: Report, out: Path) -> list[Path]:
+def write_report(source: RunReader | MlflowClient, report: Report, out: Path) -> list[Path]:
     """Markdown, CSVs, HTML and PNGs under `out`: the tables, the rate–distortion plane, each
     variant's trajectories and Optuna's figures of the search (`vaestudy.search_plots`);
     returns the files written."""
+    store = as_reader(source)
     out.mkdir(parents=True, exist_ok=True)
-    save(rate_distortion_figure(report), out / "rate_distortion.png")
-    figures = [out / "rate_distortion.png"]
-    for variant, run_ids, title in trajectory_runs(report):
-        histories = []
-        for run_id in run_ids:
-            metrics = client.get_run(run_id).data.metrics
-            keys = [k for k in metrics if k.startswith(("train/", "val/"))]
-            histories.append(read_history(client, run_id, keys))
-        path = out / f"trajectories_{file_name(variant)}.png"
-        plot_trajectories(histories, path, title)
-        if path.exists():
-            figures.append(path)
-    notes: list[str] = []
-    if report.run_name:  # one study run (not a comparison): Optuna's figures of its search
-        search, why = load_search(report.run_name, report.optuna_storage)
-        notes = [why] if search is None else []
-        if search is not None:
-            drawn, notes = plot_search(search, list(report.metrics or [report.metric]), out)
-            figures += drawn
+    with contextlib.ExitStack() as stack:
+        # Optuna's figures (a study run's, not a comparison's) in a second process meanwhile:
+        # their imports alone (Optuna's fANOVA imports scikit-learn) take seconds.
+        search = None
+        if report.run_name:
+            spawn = multiprocessing.get_context("spawn")
+            pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=spawn))
+            metrics = list(report.metrics or [report.metric])
+            search = pool.submit(_search_figures, report.run_name, report.optuna_storage,
+                                 metrics, out)  # fmt: skip
+        save(rate_distortion_figure(report), out / "rate_distortion.png")
+        figures = [out / "rate_distortion.png"]
+        for variant, run_ids, title in trajectory_runs(report):
+            histories = []
+            for run_id in run_ids:
+                keys = [k for k in store.metric_keys(run_id) if k.startswith(("train/", "val/"))]
+                histories.append(read_history(store, run_id, keys))
+            path = out / f"trajectories_{file_name(variant)}.png"
+            plot_trajectories(histories, path, title)
+            if path.exists():
+                figures.append(path)
+        drawn, notes = search.result() if search is not None else ([], [])
+        figures += drawn
     trials = report.trials
     figure_md = [f"![{f.stem}]({f.name})" for f in figures] + [f"- {n}" for n in notes]
     files = {
@@ -156,6 +170,39 @@ def write_report(client: MlflowClient, report: Report, out: Path) -> list[Path]:
     return [out / name for name in files] + figures
 
 
-def attach(client: MlflowClient, report: Report, files: list[Path]) -> None:
-    for path in files:
-        client.log_artifact(report.parent_run_id, str(path), artifact_path="report")
+def _search_figures(name: str, storage: str, metrics: list[str], out: Path):
+    """`vaestudy.search_plots.search_figures`, imported in the process that draws them."""
+    from vaestudy.search_plots import search_figures
+
+    return search_figures(name, storage, metrics, out)
+
+
+def attach(store: RunReader, report: Report, files: list[Path]) -> None:
+    """Put `files` on the study's parent run under `report/`: copied into its artifact folder
+    when that is a local folder (what MLflow's local artifact repository does; no MLflow
+    import), else through MLflow's client."""
+    folder = store.artifact_folder(report.parent_run_id)
+    if folder is not None:
+        (folder / "report").mkdir(parents=True, exist_ok=True)
+        for path in files:
+            shutil.copyfile(path, folder / "report" / path.name)
+        return
+    with artifact_writer(store.mlflow_client(), report.parent_run_id) as client:
+        for path in files:
+            client.log_artifact(report.parent_run_id, str(path), artifact_path="report")
+
+
+@contextlib.contextmanager
+def artifact_writer(client: MlflowClient, run_id: str) -> Iterator[MlflowClient]:
+    """A client that can write `run_id`'s artifacts: `client` itself, unless the run keeps them
+    behind a server's proxy (`mlflow-artifacts:/`, the default store's layout before vaestudy
+    kept them at file:// locations) and `client` is not on a server: then one is started."""
+    from mlflow.tracking import MlflowClient
+
+    uri = client.tracking_uri
+    proxied = client.get_run(run_id).info.artifact_uri.startswith("mlflow-artifacts:")
+    if not proxied or uri.startswith(("http://", "https://")):
+        yield client
+        return
+    with tracking_session(uri) as served:
+        yield MlflowClient(served)

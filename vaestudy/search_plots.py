@@ -60,6 +60,13 @@ def load_search(name: str, storage: str) -> tuple[optuna.Study | None, str]:
 SEED = "train.seed"
 
 
+def search_figures(name: str, storage: str, metrics: list[str], out: Path):
+    """`plot_search` of the Optuna study `name` in `storage` (see `load_search`): (files
+    written, why any figure was left out)."""
+    search, why = load_search(name, storage)
+    return ([], [why]) if search is None else plot_search(search, metrics, out)
+
+
 def plot_search(study: optuna.Study, metrics: list[str], out: Path) -> tuple[list[Path], list[str]]:
     """Write Optuna's figures of `study` under `out`; returns (files written, why any figure
     was left out)."""

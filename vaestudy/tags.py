@@ -8,6 +8,7 @@ TAG_STUDY = "vaestudy.study"
 TAG_KIND = "vaestudy.kind"
 TAG_OPTUNA = "vaestudy.optuna_study"  # parent run: its Optuna study's name (= the run's name)
 TAG_OPTUNA_STORAGE = "vaestudy.optuna_storage"  # parent run: that study's storage URL (no secret)
+TAG_TUNE_PATH = "vaestudy.tune_path"  # parent run: its Ray Tune experiment (a path or a URI)
 TAG_TRIAL = "vaestudy.trial_id"
 TAG_OBJECTIVE = "vaestudy.objective"
 TAG_MODEL = "vaestudy.model"

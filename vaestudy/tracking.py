@@ -261,7 +261,7 @@ class TrialRun:
         )
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        tag_run(self.client, self.run_id, {k: str(v) for k, v in tags.items()})
 
     def log_config(self, config: dict[str, Any], params: dict[str, Any]) -> None:
         """The trial's whole config as the artifact `vaestudy best` writes out (`TRIAL_CONFIG`)
@@ -293,13 +293,33 @@ def reopen_study_run(client: MlflowClient, run_id: str) -> None:
     client.update_run(run_id, status="RUNNING")
 
 
+def tag_run(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    """Set `tags` on a run (one request)."""
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+
 def close_study_run(
     client: MlflowClient, run_id: str, status: str, tags: dict[str, str] | None = None
 ) -> None:
     """End a study's parent run with `status` (FINISHED, FAILED, KILLED), setting `tags` first."""
-    for key, value in (tags or {}).items():
-        client.set_tag(run_id, key, value)
+    if tags:
+        tag_run(client, run_id, tags)
     client.set_terminated(run_id, status=status)
+
+
+def log_study_answer(
+    client: MlflowClient,
+    run_id: str,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    report_md: str,
+) -> None:
+    """Write a study's answer on its parent run: `metrics` (at step 0), `tags`, and the report's
+    tables as the artifact `report/report.md` (`vaestudy.report.log_answer`)."""
+    ts = now_ms()
+    log_metrics(client, run_id, [Metric(k, v, ts, 0) for k, v in metrics.items()])
+    tag_run(client, run_id, tags)
+    client.log_text(run_id, report_md, "report/report.md")
 
 
 def retire_attempt(client: MlflowClient, run_id: str) -> None:

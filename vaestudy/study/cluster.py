@@ -2,7 +2,7 @@
 every node reaches the study's stores.
 
 Imports Ray alone (about a second), so `vaestudy run` starts Ray while the tracking server
-starts and before it imports the rest (`vaestudy.study.runner`).
+starts and before it imports the rest (`vaestudy.study.tuner`).
 """
 
 from __future__ import annotations

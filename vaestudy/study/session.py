@@ -1,0 +1,62 @@
+"""A study run's session: the services it uses, started once, by one owner, and stopped by it.
+
+`open_session` yields a `Session` for as long as the study runs: the tracking server (a loopback
+`mlflow server` over the local store, or the server given, checked), Ray (started locally or
+joined; it starts while the tracking server starts: both take seconds) and MLflow's client. On
+a cluster it checks that one trial fits on some node. Ray stays up after the session (a
+process starts or joins it once, `vaestudy.study.cluster.start_ray`); the local tracking server
+stops with it. MLflow and Ray are imported once their start is under way, so that the command
+says what it does from its first second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vaestudy.stores import tracking_session, tune_storage_uri
+from vaestudy.study.spec import Study
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+
+@dataclass
+class Session:
+    """What the tuner and outcome stages use."""
+
+    uri: str  # the tracking URI every trial process writes to (HTTP)
+    client: MlflowClient
+    address: str | None  # the Ray cluster's, as given (None: $RAY_ADDRESS or a local Ray)
+    storage: str  # Ray Tune's storage for a new study run (`vaestudy.stores.tune_storage_uri`)
+
+
+@contextlib.contextmanager
+def open_session(
+    study: Study,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    storage_path: str | None = None,
+    while_starting: Callable[[], None] | None = None,
+) -> Iterator[Session]:
+    """The session of a run of `study` (see the module doc). `while_starting` runs while the
+    tracking server starts, before Ray is started if it has not started it itself (the CLI
+    says what it does and imports the rest meanwhile)."""
+
+    def start() -> None:
+        if while_starting is not None:
+            while_starting()
+        from vaestudy.study.cluster import start_ray  # imports Ray
+
+        start_ray(address)  # nothing when `while_starting` started it
+
+    with tracking_session(tracking_uri, while_starting=start) as uri:
+        from mlflow.tracking import MlflowClient
+
+        from vaestudy.study.cluster import check_cluster
+
+        check_cluster(study, address)
+
+        yield Session(uri, MlflowClient(uri), address, tune_storage_uri(storage_path))
