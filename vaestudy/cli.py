@@ -13,11 +13,13 @@ without importing torch, Ray or MLflow.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import textwrap
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 from vaestudy.errors import UserError
 
@@ -187,9 +189,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 progress=progress,
             )
             outcome = conclude(study, session, tuned)
+            mark("report")
         except server_watch.TrackingLost:
             return _interrupted(resume_command(study))
-    mark("report")
+    mark("stopped")
     from vaestudy.report import answer, answer_table
 
     if outcome.report is not None:
@@ -520,12 +523,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         )
     try:
-        return args.func(args)
+        code = args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        code = EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        return _interrupted(None)
+        code = _interrupted(None)
+    if args.program:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the program with `code` once its output and logs are flushed, without the
+    interpreter's teardown of every loaded module (measured: 2.3 s after a study, with MLflow,
+    Ray, Optuna and pandas loaded). Whatever a command started is stopped by then: the study's
+    session stops the tracking server and Ray (`vaestudy.study.session`)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

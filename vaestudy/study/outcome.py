@@ -59,7 +59,7 @@ def conclude(study: Study, session: Session, tuned: Tuned) -> StudyOutcome:
     finished, failed, causes = _count_children(client, parent_id)
     report = None
     if finished or failed:
-        report = build_report(client, study.name, parent_id)
+        report = build_report(session.reader, study.name, parent_id)
         log_answer(client, report)
     errored = len(causes)
     status = "KILLED" if tuned.interrupted else "FAILED" if errored else "FINISHED"

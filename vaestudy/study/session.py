@@ -2,21 +2,24 @@
 
 `open_session` yields a `Session` for as long as the study runs: the tracking server (a loopback
 `mlflow server` over the local store, or the server given, checked), Ray (started locally or
-joined; it starts while the tracking server starts: both take seconds) and MLflow's client. On
-a cluster it checks that one trial fits on some node. Ray stays up after the session (a
-process starts or joins it once, `vaestudy.study.cluster.start_ray`); the local tracking server
-stops with it. MLflow and Ray are imported once their start is under way, so that the command
-says what it does from its first second.
+joined; it starts while the tracking server starts: both take seconds), MLflow's client, and a
+reader of the store (`vaestudy.run_reader`: SQL on a local store). On a cluster it checks that
+one trial fits on some node. When the session ends it stops what it started: the local tracking
+server, and Ray when Ray was not up before it (a Ray a caller started, a test's or a notebook's,
+stays up), the two at once. MLflow and Ray are imported once their start is under way, so that
+the command says what it does from its first second.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vaestudy.stores import tracking_session, tune_storage_uri
+from vaestudy.run_reader import ClientReader, RunReader, SqliteReader
+from vaestudy.stores import sqlite_file, store_uri, tracking_session, tune_storage_uri
 from vaestudy.study.spec import Study
 
 if TYPE_CHECKING:
@@ -29,6 +32,7 @@ class Session:
 
     uri: str  # the tracking URI every trial process writes to (HTTP)
     client: MlflowClient
+    reader: RunReader  # the same store, read back (the report)
     address: str | None  # the Ray cluster's, as given (None: $RAY_ADDRESS or a local Ray)
     storage: str  # Ray Tune's storage for a new study run (`vaestudy.stores.tune_storage_uri`)
 
@@ -44,19 +48,38 @@ def open_session(
     """The session of a run of `study` (see the module doc). `while_starting` runs while the
     tracking server starts, before Ray is started if it has not started it itself (the CLI
     says what it does and imports the rest meanwhile)."""
+    owns_ray = False
 
     def start() -> None:
+        nonlocal owns_ray
+        import ray
+
+        owns_ray = not ray.is_initialized()
         if while_starting is not None:
             while_starting()
-        from vaestudy.study.cluster import start_ray  # imports Ray
+        from vaestudy.study.cluster import start_ray
 
         start_ray(address)  # nothing when `while_starting` started it
 
-    with tracking_session(tracking_uri, while_starting=start) as uri:
-        from mlflow.tracking import MlflowClient
+    stopping: threading.Thread | None = None
+    try:
+        with tracking_session(tracking_uri, while_starting=start) as uri:
+            try:
+                from mlflow.tracking import MlflowClient
 
-        from vaestudy.study.cluster import check_cluster
+                from vaestudy.study.cluster import check_cluster
 
-        check_cluster(study, address)
+                check_cluster(study, address)
+                client = MlflowClient(uri)
+                local = sqlite_file(store_uri(tracking_uri))
+                reader = SqliteReader(local) if local is not None else ClientReader(client)
+                yield Session(uri, client, reader, address, tune_storage_uri(storage_path))
+            finally:
+                if owns_ray:  # Ray stops while the tracking server stops
+                    import ray
 
-        yield Session(uri, MlflowClient(uri), address, tune_storage_uri(storage_path))
+                    stopping = threading.Thread(target=ray.shutdown, name="ray shutdown")
+                    stopping.start()
+    finally:
+        if stopping is not None:
+            stopping.join()

@@ -149,7 +149,7 @@ def tune_study(
         errored_now = ledger.uncounted_failures() - uncounted
         interrupted = ledger.remaining(budget) > errored_now
         if study.spec.confirm.seeds and not ledger.remaining(budget):
-            phase = _Confirmation(study, client, experiment, parent_id, ledger, storage)
+            phase = _Confirmation(study, session, experiment, parent_id, ledger, storage)
             grids += phase.run(ctx, resume, progress)
             interrupted = phase.interrupted()
     except KeyboardInterrupt:
@@ -205,19 +205,19 @@ class _Confirmation:
     def __init__(
         self,
         study: Study,
-        client: MlflowClient,
+        session: Session,
         experiment: str,
         parent_id: str,
         search_ledger: Ledger,
         storage: str,
     ) -> None:
-        self.study, self.client = study, client
+        self.study, self.client = study, session.client
         self.experiment, self.parent_id = experiment, parent_id
         self.ledger = Ledger(search_ledger.name + LEDGER_SUFFIX, search_ledger.storage)
         searched = search_ledger.load()
         assert searched is not None  # the search ran
-        report = build_report(client, study.name, parent_id)
-        self.entries = confirm.plan(study, report, client, searched)
+        report = build_report(session.reader, study.name, parent_id)
+        self.entries = confirm.plan(study, report, self.client, searched)
         self.storage = storage
         self.uncounted = 0
 
