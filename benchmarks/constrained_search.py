@@ -13,8 +13,8 @@ Tune searcher Tune drives, on a real Optuna study) and trains every trial in thi
 - `plain TPE`: the same sampler and seed, `search_constraints: none` (the search sees only KL);
 - `random`: Optuna's RandomSampler with the same seed.
 
-Every trial is judged by the report's rule (`vaestudy.feasibility.judge`: own constraints, no
-saturated multiplier, and the yardstick). The table gives, per method, the feasible fraction and
+Every trial is judged by the report's rule (`vaestudy.training.feasibility.judge`: own constraints,
+no saturated multiplier, and the yardstick). The table gives, per method, the feasible fraction and
 the best feasible validation KL (mean and standard deviation over the seeds; a seed with no feasible
 trial counts as missing and is named), and the wall time.
 """
@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 
 from benchmarks.common import base_parser, device_name
-from vaestudy.feasibility import judge
 from vaestudy.study.search import make_search
 from vaestudy.study.spec import Study, load_study
 from vaestudy.study.trial import final_report
-from vaestudy.trainer import Diverged, Trainer
+from vaestudy.training.feasibility import judge
+from vaestudy.training.trainer import Diverged, Trainer
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "cpu" / "geco.yaml"
 METHODS = {

@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.common import base_parser, device_name  # noqa: E402
-from vaestudy.config import RunConfig  # noqa: E402
-from vaestudy.trainer import Diverged, Trainer, TrainResult  # noqa: E402
+from vaestudy.config.run import RunConfig  # noqa: E402
+from vaestudy.training.trainer import Diverged, Trainer, TrainResult  # noqa: E402
 
 CASES = {  # name: (objective, its constraint names)
     "geco κ=100": ({"name": "geco", "kappa": 100.0}, ["recon"]),

@@ -32,11 +32,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from vaestudy.stores import serve
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tags import PARENT
-from vaestudy.trainer import Trainer
+from vaestudy.tracking.stores import serve
+from vaestudy.tracking.tags import PARENT
+from vaestudy.training.trainer import Trainer
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "geco.yaml"
 

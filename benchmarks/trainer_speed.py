@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from benchmarks.common import base_parser, device_name
-from vaestudy.config import RunConfig
-from vaestudy.divergences import gaussian_kl, mmd
-from vaestudy.models import build_model
-from vaestudy.trainer import Trainer
+from vaestudy.config.run import RunConfig
+from vaestudy.training.divergences import gaussian_kl, mmd
+from vaestudy.training.models import build_model
+from vaestudy.training.trainer import Trainer
 
 OBJECTIVES = {
     "elbo": {"name": "elbo"},

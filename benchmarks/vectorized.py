@@ -16,10 +16,10 @@ import time
 import torch
 
 from benchmarks.common import base_parser, device_name
-from vaestudy.config import RunConfig
-from vaestudy.data import load_data
-from vaestudy.trainer import Trainer
-from vaestudy.vectorized import VectorTrainer
+from vaestudy.config.run import RunConfig
+from vaestudy.training.data import load_data
+from vaestudy.training.trainer import Trainer
+from vaestudy.training.vectorized import VectorTrainer
 
 WARMUP = 5
 

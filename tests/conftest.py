@@ -79,7 +79,7 @@ def sets(overrides: list[str]) -> list[str]:
 
 def children(client: MlflowClient, parent_id: str) -> list:
     """The trial runs of the study run `parent_id`."""
-    from vaestudy.tags import PARENT
+    from vaestudy.tracking.tags import PARENT
 
     parent = client.get_run(parent_id)
     return client.search_runs(
@@ -155,7 +155,7 @@ def server_db(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def server(server_db: Path):
     """One MLflow tracking server over a fresh SQLite store for the whole test session."""
-    from vaestudy.stores import serve
+    from vaestudy.tracking.stores import serve
 
     with serve(f"sqlite:///{server_db}") as uri:
         yield uri

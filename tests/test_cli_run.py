@@ -20,15 +20,15 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import CLI, REPO, TINY, children, cli, sets, write_study
 from vaestudy.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_INTERRUPTED, EXIT_OK
 from vaestudy.errors import ClusterError, ConfigError, UserError
-from vaestudy.preflight import data_configs, study_problems
-from vaestudy.stores import free_port, redacted, tune_storage_uri
 from vaestudy.study import cluster
 from vaestudy.study.cluster import reach_problems
 from vaestudy.study.ledger import Ledger, resumed_ledger
+from vaestudy.study.preflight import data_configs, study_problems
 from vaestudy.study.resume import TAG_OVERRIDES, merged_overrides
 from vaestudy.study.search import counts
 from vaestudy.study.spec import load_study
-from vaestudy.tracking import latest_study_run
+from vaestudy.tracking.runs import latest_study_run
+from vaestudy.tracking.stores import free_port, redacted, tune_storage_uri
 
 
 def test_validate_imports_no_framework(tmp_path):

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from tests.conftest import write_idx
-from vaestudy.config import DataConfig
-from vaestudy.data import load_data
-from vaestudy.datasets import data_problem
+from vaestudy.config.run import DataConfig
 from vaestudy.errors import DataError
+from vaestudy.training.data import load_data
+from vaestudy.training.datasets import data_problem
 
 CPU = torch.device("cpu")
 

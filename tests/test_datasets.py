@@ -16,11 +16,11 @@ from PIL import Image
 
 from tests.conftest import REPO
 from vaestudy.cli import main
-from vaestudy.config import DataConfig, RunConfig
-from vaestudy.data import load_data
-from vaestudy.datasets import data_problem
+from vaestudy.config.run import DataConfig, RunConfig
 from vaestudy.errors import DataError
-from vaestudy.trainer import Trainer
+from vaestudy.training.data import load_data
+from vaestudy.training.datasets import data_problem
+from vaestudy.training.trainer import Trainer
 
 RNG = np.random.default_rng(0)
 
@@ -101,7 +101,7 @@ def test_svhn_in_its_matlab_layout(tmp_path):
 
 
 def test_dsprites_in_its_published_file(tmp_path):
-    from vaestudy.datasets.dsprites import FILE, DSprites
+    from vaestudy.training.datasets.dsprites import FILE, DSprites
 
     n = 200
     factors = np.stack(

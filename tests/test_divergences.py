@@ -3,7 +3,7 @@ import itertools
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vaestudy.divergences import (
+from vaestudy.training.divergences import (
     gaussian_kl,
     marginal_kl_bound,
     mc_kl,

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import CLI, TINY, cli, sets, write_study
 from vaestudy.cli import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK
-from vaestudy.processes import alive, descendants
+from vaestudy.tracking.processes import alive, descendants
 
 pytestmark = pytest.mark.slow
 
@@ -85,9 +85,9 @@ def test_sigterm_and_sighup_stop_like_ctrl_c_and_sigkill_leaves_no_process(tmp_p
     """A local study runs in a network namespace of its own: every process of it (Ray's
     included) is there, and all that listens there is on loopback. SIGTERM and SIGHUP mid-trial:
     exit 143 and 129 within a minute, the resume command printed, no run left RUNNING. SIGKILL
-    of the driver: its tracking server is gone within seconds (`vaestudy.server_guard`), Ray and
-    every other process it started within three minutes (Ray's agents exit once they find their
-    raylet gone, after trying to report to the dead GCS); `--resume` then finishes the study
+    of the driver: its tracking server is gone within seconds (`vaestudy.tracking.server_guard`),
+    Ray and every other process it started within three minutes (Ray's agents exit once they find
+    their raylet gone, after trying to report to the dead GCS); `--resume` then finishes the study
     with every trial."""
     path = write_study(tmp_path, shared_data, name="signals", max_concurrent=1)
     db = tmp_path / "mlflow" / "mlflow.db"  # the embedded default store (no --tracking-uri)
@@ -165,7 +165,7 @@ def test_credentials_in_the_tracking_uri_work_and_are_never_shown(tmp_path, shar
     the password appears in no output, log file, tag or param."""
     from mlflow.tracking import MlflowClient
 
-    from vaestudy.stores import check_server, free_port
+    from vaestudy.tracking.stores import check_server, free_port
 
     password = "pw-7f3c9e2a-secret"
     port = free_port()
@@ -261,8 +261,8 @@ def test_a_remote_tracking_server_that_stays_down_ends_the_study_and_resume_send
     the unsent points in its checkpoints. With the server back, `--resume` finishes the trial
     from its last checkpoint: no run is left RUNNING, every trajectory step is in MLflow exactly
     once, and the run has one final test value."""
-    from vaestudy.server_watch import SILENCE_ENV
-    from vaestudy.stores import free_port, serve
+    from vaestudy.study.server_watch import SILENCE_ENV
+    from vaestudy.tracking.stores import free_port, serve
 
     (tmp_path / "remote").mkdir()
     db = tmp_path / "remote" / "mlflow.db"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vaestudy.feasibility import (
+from vaestudy.training.feasibility import (
     WORST,
     Yardstick,
     judge,

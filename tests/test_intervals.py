@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from vaestudy.intervals import mean_ci, resolved, welch_p, wilson
+from vaestudy.report.intervals import mean_ci, resolved, welch_p, wilson
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""A local study's network namespace (`vaestudy.isolation`): a process moved into one sees only
-loopback, reaches what it serves there, and cannot be reached from the machine's other
+"""A local study's network namespace (`vaestudy.study.isolation`): a process moved into one sees
+only loopback, reaches what it serves there, and cannot be reached from the machine's other
 addresses; a threaded process is left where it is; only a study that needs nothing beyond the
 machine is moved."""
 
@@ -10,11 +10,11 @@ import os
 import subprocess
 import sys
 
-from vaestudy.isolation import local_study
+from vaestudy.study.isolation import local_study
 
 PROBE = """
 import json, os, socket, threading
-from vaestudy.isolation import isolate
+from vaestudy.study.isolation import isolate
 if {threaded}:
     threading.Thread(target=threading.Event().wait, args=(5,), daemon=True).start()
 why = isolate()

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tests.conftest import REPO
-from vaestudy.config import load_run_config
-from vaestudy.data import load_data
-from vaestudy.trainer import Trainer
+from vaestudy.config.run import load_run_config
+from vaestudy.training.data import load_data
+from vaestudy.training.trainer import Trainer
 
 STEPS = 400  # the seed's 10 epochs, of the bundled 4,000-image subset
 

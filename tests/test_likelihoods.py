@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal
 
 from vaestudy.errors import ConfigError
-from vaestudy.likelihoods import bernoulli_nll, gaussian_nll, mse_sum
 from vaestudy.study.spec import load_study
+from vaestudy.training.likelihoods import bernoulli_nll, gaussian_nll, mse_sum
 
 
 def test_bernoulli_nll_matches_torch_distributions():

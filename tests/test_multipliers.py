@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from vaestudy.multipliers import Multipliers
-from vaestudy.objectives.configs import MultiplierConfig
+from vaestudy.config.objectives import MultiplierConfig
+from vaestudy.training.multipliers import Multipliers
 
 
 def run(cfg: MultiplierConfig, constraint_values: list[float], names=("c",)) -> Multipliers:

@@ -1,18 +1,18 @@
 import pytest
 import torch
 
-from vaestudy.config import ModelConfig, RunConfig
-from vaestudy.divergences import gaussian_kl, marginal_kl_bound, mmd
-from vaestudy.likelihoods import bernoulli_nll
-from vaestudy.models import build_model
-from vaestudy.objectives.configs import (
+from vaestudy.config.objectives import (
     GecoConfig,
     IcVaeConfig,
     InfoVaeConfig,
     LagVaeConfig,
     MultiplierConfig,
 )
-from vaestudy.objectives.registry import build_objective
+from vaestudy.config.run import ModelConfig, RunConfig
+from vaestudy.training.divergences import gaussian_kl, marginal_kl_bound, mmd
+from vaestudy.training.likelihoods import bernoulli_nll
+from vaestudy.training.models import build_model
+from vaestudy.training.objectives.registry import build_objective
 
 
 @pytest.fixture

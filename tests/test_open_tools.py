@@ -27,13 +27,13 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import CLI, FEASIBLE_GECO, TINY, children, sets, steps, write_study
 from vaestudy import api
 from vaestudy.cli import main
-from vaestudy.config import load_run_config
-from vaestudy.run_reader import ClientReader, SqliteReader
-from vaestudy.stores import free_port
+from vaestudy.config.run import load_run_config
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tracking import find_trial_run
-from vaestudy.trainer import Trainer
+from vaestudy.tracking.run_reader import ClientReader, SqliteReader
+from vaestudy.tracking.runs import find_trial_run
+from vaestudy.tracking.stores import free_port
+from vaestudy.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -14,15 +14,15 @@ from vaestudy_example.objective import RateConfig, RateConstrainedVae
 
 from tests.conftest import REPO, TINY, children
 from vaestudy.cli import main
-from vaestudy.config import RunConfig
-from vaestudy.data import load_data
-from vaestudy.likelihoods import make_nll
-from vaestudy.models import build_model
-from vaestudy.report import build_report
+from vaestudy.config.run import RunConfig
+from vaestudy.report.tables import build_report
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.trainer import Trainer
-from vaestudy.vectorized import VectorTrainer
+from vaestudy.training.data import load_data
+from vaestudy.training.likelihoods import make_nll
+from vaestudy.training.models import build_model
+from vaestudy.training.trainer import Trainer
+from vaestudy.training.vectorized import VectorTrainer
 
 EXAMPLE = REPO / "examples" / "plugin" / "study.yaml"
 IMPORT_PATH = "vaestudy_example.objective:RateConstrainedVae"

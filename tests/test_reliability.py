@@ -19,15 +19,15 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from tests.conftest import CLI, TINY, children, sets, steps, write_study
-from vaestudy.feasibility import WORST
-from vaestudy.stores import free_port, made_ready, optuna_storage_url, serve
 from vaestudy.study.ledger import Ledger, settle_orphaned_trials
 from vaestudy.study.runner import run_study
 from vaestudy.study.search import TUNE_ID
 from vaestudy.study.spec import load_study
 from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED
-from vaestudy.tags import TAG_INTERRUPTED
-from vaestudy.tracking import TrialRun, find_trial_run
+from vaestudy.tracking.runs import TrialRun, find_trial_run
+from vaestudy.tracking.stores import free_port, made_ready, optuna_storage_url, serve
+from vaestudy.tracking.tags import TAG_INTERRUPTED
+from vaestudy.training.feasibility import WORST
 
 # 400 images / batch 40 = 10 steps per epoch; a point every 10 steps, a checkpoint every 100.
 LONG = [

@@ -13,11 +13,10 @@ from mlflow.tracking import MlflowClient
 
 from vaestudy.cli import main
 from vaestudy.errors import UserError
-from vaestudy.plots import trajectory_figure
-from vaestudy.report import answer, answer_table, build_report, log_answer, read_history
-from vaestudy.report_files import rate_distortion_figure, trajectory_runs, write_report
-from vaestudy.run_reader import ClientReader, RunRecord, SqliteReader
-from vaestudy.tags import (
+from vaestudy.report.files import rate_distortion_figure, trajectory_runs, write_report
+from vaestudy.report.tables import answer, answer_table, build_report, log_answer, read_history
+from vaestudy.tracking.run_reader import ClientReader, RunRecord, SqliteReader
+from vaestudy.tracking.tags import (
     CONFIRM,
     PARENT,
     TAG_CONFIRMS,
@@ -31,6 +30,7 @@ from vaestudy.tags import (
     TAG_STUDY,
     TAG_VARIANT,
 )
+from vaestudy.training.plots import trajectory_figure
 
 # GECO trial whose training constraint holds only in its last two points (steps 90, 100).
 LATE = [120, 115, 110, 105, 100, 95, 92, 91, 89, 88]

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from vaestudy.objectives.configs import ScheduleConfig
-from vaestudy.objectives.schedules import schedule_value
+from vaestudy.config.objectives import ScheduleConfig
+from vaestudy.training.objectives.schedules import schedule_value
 
 
 def value(step, **kw):

@@ -16,11 +16,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import CLI, TINY, children, sets, write_idx, write_study
-from vaestudy.dotted import unprefixed
-from vaestudy.report import build_report
+from vaestudy.config.dotted import unprefixed
+from vaestudy.report.tables import build_report
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tags import TAG_CONFIRMS, TAG_PHASE
+from vaestudy.tracking.tags import TAG_CONFIRMS, TAG_PHASE
 
 pytestmark = pytest.mark.slow
 

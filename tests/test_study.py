@@ -12,7 +12,7 @@ from vaestudy.cli import main
 from vaestudy.errors import ConfigError
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tags import PARENT
+from vaestudy.tracking.tags import PARENT
 
 STUDIES = sorted((REPO / "studies").rglob("*.yaml")) + [REPO / "examples" / "plugin" / "study.yaml"]
 

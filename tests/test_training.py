@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from vaestudy.config import RunConfig
-from vaestudy.evaluation import iwae_log_likelihood
-from vaestudy.objectives.base import Objective
-from vaestudy.trainer import Trainer
+from vaestudy.config.run import RunConfig
+from vaestudy.training.evaluation import iwae_log_likelihood
+from vaestudy.training.objectives.base import Objective
+from vaestudy.training.trainer import Trainer
 
 
 def make_cfg(root, **sections) -> RunConfig:
@@ -83,7 +83,7 @@ def test_checkpoint_resume_continues_the_same_run(shared_data):
 
 
 def test_nan_in_the_data_is_reported_as_divergence(shared_data):
-    from vaestudy.trainer import Diverged
+    from vaestudy.training.trainer import Diverged
 
     cfg = make_cfg(shared_data, data={"pixels": "bernoulli"})
     trainer = Trainer(cfg)

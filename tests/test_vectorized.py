@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from vaestudy.cli import main
-from vaestudy.config import RunConfig
+from vaestudy.config.run import RunConfig
 from vaestudy.errors import ConfigError
-from vaestudy.trainer import Trainer
-from vaestudy.vectorized import VectorTrainer
+from vaestudy.training.trainer import Trainer
+from vaestudy.training.vectorized import VectorTrainer
 
 
 def vector_cfgs(root, objective: dict, varied: list[dict]) -> list[RunConfig]:

@@ -12,13 +12,13 @@ api.best("geco").config                # the selected trial's config (`vaestudy 
 ```
 
 Every function takes `tracking_uri` (default: `$MLFLOW_TRACKING_URI`, else the project's local
-store `mlflow/mlflow.db`, read directly with SQL (`vaestudy.run_reader`): no server needed,
+store `mlflow/mlflow.db`, read directly with SQL (`vaestudy.tracking.run_reader`): no server needed,
 artifacts included). The CLI's
 `studies`, `report`, `compare` and `best` commands are these functions. Words as everywhere
-(`vaestudy.feasibility`): a trial *satisfies its own constraints*, *satisfies the yardstick*,
-or both: *feasible*; "best" is the search's best trial feasible on the validation split by the
-study's first metric (a validation metric); `confirmation` is the verdict on the test split of
-its retraining with fresh seeds, with 95% intervals (`study.confirm`).
+(`vaestudy.training.feasibility`): a trial *satisfies its own constraints*, *satisfies the
+yardstick*, or both: *feasible*; "best" is the search's best trial feasible on the validation split
+by the study's first metric (a validation metric); `confirmation` is the verdict on the test split
+of its retraining with fresh seeds, with 95% intervals (`study.confirm`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from vaestudy.errors import UserError
-from vaestudy.report import Report, build_report, compare_reports
-from vaestudy.run_reader import reader
-from vaestudy.study_index import studies  # noqa: F401 - api.studies(), the notebook API's
-from vaestudy.tags import TRIAL_CONFIG
+from vaestudy.report.study_index import studies  # noqa: F401 - api.studies(), the notebook API's
+from vaestudy.report.tables import Report, build_report, compare_reports
+from vaestudy.tracking.run_reader import reader
+from vaestudy.tracking.tags import TRIAL_CONFIG
 
 if TYPE_CHECKING:
     import optuna
@@ -63,7 +63,7 @@ def optuna_study(
     study: str, run: str | None = None, tracking_uri: str | None = None
 ) -> optuna.Study:
     """The `optuna.Study` the search of `study`'s run used (constraints, values, parameters)."""
-    from vaestudy.search_plots import load_search
+    from vaestudy.report.search_plots import load_search
 
     found = report(study, run, tracking_uri)
     ot, why = load_search(found.run_name, found.optuna_storage)

@@ -5,9 +5,9 @@ infrastructure errors (a trial errored, or none ended, or a filling disk or a si
 stopped the study); 2 bad
 input (config, data, stores, resources, cluster: one clear message, no traceback, nothing run or
 created); 130 interrupted (Ctrl-C; `vaestudy run` prints the command that continues the study); 143
-and 129: stopped by SIGTERM or SIGHUP, which `vaestudy run` takes as Ctrl-C (`vaestudy.interrupts`).
-Config and study files are read and checked (`validate`, and `run` before it starts anything)
-without importing torch, Ray or MLflow.
+and 129: stopped by SIGTERM or SIGHUP, which `vaestudy run` takes as Ctrl-C
+(`vaestudy.study.interrupts`). Config and study files are read and checked (`validate`, and `run`
+before it starts anything) without importing torch, Ray or MLflow.
 """
 
 from __future__ import annotations
@@ -32,17 +32,17 @@ EXIT_DIVERGED = 1  # `vaestudy train`: the run diverged, so it has no result
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from vaestudy.config import load_run_config
-    from vaestudy.progress import print_metrics, train_with_progress
+    from vaestudy.config.run import load_run_config
+    from vaestudy.training.progress import print_metrics, train_with_progress
 
     if args.members:
-        from vaestudy.progress import print_members
-        from vaestudy.vectorized import VectorTrainer, member_configs
+        from vaestudy.training.progress import print_members
+        from vaestudy.training.vectorized import VectorTrainer, member_configs
 
         cfgs, varied = member_configs(args.config, args.set, args.members)
         print_members(varied, VectorTrainer(cfgs).fit())
         return 0
-    from vaestudy.trainer import Diverged
+    from vaestudy.training.trainer import Diverged
 
     cfg = load_run_config(args.config, args.set)
     try:
@@ -80,7 +80,7 @@ def _wrapped(text: str) -> str:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from vaestudy.preflight import check_study
+    from vaestudy.study.preflight import check_study
     from vaestudy.study.spec import load_study
 
     study = load_study(args.study, args.set)
@@ -106,8 +106,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from vaestudy import interrupts
-    from vaestudy.preflight import check_study
+    from vaestudy.study import interrupts
+    from vaestudy.study.preflight import check_study
     from vaestudy.study.resume import resume_command, resume_overrides
     from vaestudy.study.spec import load_study
 
@@ -120,7 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
         overrides = resume_overrides(args.study, overrides, args.tracking_uri)
     study = load_study(args.study, overrides)
-    from vaestudy.server_watch import silence_s
+    from vaestudy.study.server_watch import silence_s
 
     silence_s()  # a bad $VAESTUDY_TRACKING_SILENCE_S is refused before anything starts
     check_study(
@@ -130,16 +130,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         address=args.address,
         optuna_storage=args.optuna_storage,
     )
-    from vaestudy.stores import redacted, store_uri, tune_storage, ui_url
     from vaestudy.study.console import StudyProgress, mark, quiet_libraries
+    from vaestudy.tracking.stores import redacted, store_uri, tune_storage, ui_url
 
     log_file = tune_storage(args.storage_path) / f"{study.name}.log"
     quiet_libraries(log_file)
     mark("preflight")
 
     def start() -> None:  # while the tracking server starts: Ray, then the other imports
-        from vaestudy.preflight import ray_address
         from vaestudy.study.cluster import start_ray
+        from vaestudy.study.preflight import ray_address
 
         cluster = ray_address(args.address)
         _say(f"joining the Ray cluster at {cluster}" if cluster else "starting Ray (local)")
@@ -153,8 +153,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         quiet_libraries(log_file)  # again: some install their log handlers on import
         mark("imports")
 
-    from vaestudy import server_watch
-    from vaestudy.disk_watch import study_paths, watching
+    from vaestudy.study import server_watch
+    from vaestudy.study.disk_watch import study_paths, watching
 
     room = study_paths(args.tracking_uri, args.storage_path, args.optuna_storage)
     backend = store_uri(args.tracking_uri)
@@ -193,7 +193,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except server_watch.TrackingLost:
             return _interrupted(resume_command(study))
     mark("stopped")
-    from vaestudy.report import answer, answer_table
+    from vaestudy.report.tables import answer, answer_table
 
     if outcome.report is not None:
         report = outcome.report
@@ -241,12 +241,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _isolated_if_local(args: argparse.Namespace) -> bool:
-    """Whether `vaestudy run ARGS` is a local study (`vaestudy.isolation.local_study`); the
+    """Whether `vaestudy run ARGS` is a local study (`vaestudy.study.isolation.local_study`); the
     program (not a library call) then moves into a network namespace of its own, before
     anything starts a thread or a process, and says whether it could."""
-    from vaestudy.isolation import isolate, local_study
-    from vaestudy.preflight import ray_address
-    from vaestudy.stores import optuna_storage_url, store_uri, tune_storage_uri
+    from vaestudy.study.isolation import isolate, local_study
+    from vaestudy.study.preflight import ray_address
+    from vaestudy.tracking.stores import optuna_storage_url, store_uri, tune_storage_uri
 
     stores = (store_uri(args.tracking_uri), optuna_storage_url(args.optuna_storage))
     local = local_study(*stores, tune_storage_uri(args.storage_path), ray_address(args.address))
@@ -272,8 +272,8 @@ def _say(step: str) -> None:
 
 def _interrupted(resume: str | None) -> int:
     """Say why the run stopped early and how to continue it; the exit status that says so: 1
-    for a fault (`vaestudy.interrupts.stop`), 128 + the signal's number for a stop signal."""
-    from vaestudy import interrupts
+    for a fault (`vaestudy.study.interrupts.stop`), 128 + the signal's number for a stop signal."""
+    from vaestudy.study import interrupts
 
     fault = interrupts.fault()
     print(f"stopped: {fault}" if fault else "interrupted", file=sys.stderr)
@@ -303,9 +303,9 @@ def _print_report(report, out, fmt: str) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vaestudy.report import build_report
-    from vaestudy.report_files import attach, write_report
-    from vaestudy.run_reader import reader
+    from vaestudy.report.files import attach, write_report
+    from vaestudy.report.tables import build_report
+    from vaestudy.tracking.run_reader import reader
 
     name = _study_name(args.study)
     store = reader(args.tracking_uri)
@@ -326,8 +326,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vaestudy.api import compare
-    from vaestudy.report_files import write_report
-    from vaestudy.run_reader import reader
+    from vaestudy.report.files import write_report
+    from vaestudy.tracking.run_reader import reader
 
     report = compare(args.runs, args.tracking_uri)
     out = Path(args.out or Path("reports") / "compare")
@@ -338,7 +338,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_studies(args: argparse.Namespace) -> int:
-    from vaestudy.study_index import studies
+    from vaestudy.report.study_index import studies
 
     table = studies(args.tracking_uri)
     if args.study:
@@ -383,13 +383,13 @@ def _cmd_best(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     import signal
 
-    from vaestudy.stores import serve, store_uri, ui_url
+    from vaestudy.tracking.stores import serve, store_uri, ui_url
 
     backend = store_uri(args.tracking_uri)
     experiment = None
     if args.study:  # its runs table; the study must exist
-        from vaestudy.report import find_parent
-        from vaestudy.run_reader import reader
+        from vaestudy.report.tables import find_parent
+        from vaestudy.tracking.run_reader import reader
 
         name = _study_name(args.study)
         experiment = find_parent(reader(args.tracking_uri), name).experiment_id
@@ -513,11 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `vaestudy` program (`argv` None: the command line); called with `argv`, as a library
-    function, `run` leaves the calling process in its network namespace (`vaestudy.isolation`)."""
+    function, `run` leaves the calling process in its network namespace
+    (`vaestudy.study.isolation`)."""
     args = build_parser().parse_args(argv)
     args.program = argv is None
     if hasattr(args, "tracking_uri"):  # credentials in it move to MLflow's variables
-        from vaestudy.stores import take_credentials
+        from vaestudy.tracking.stores import take_credentials
 
         args.tracking_uri = take_credentials(
             args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")

@@ -16,15 +16,15 @@ from pathlib import Path
 import ray
 
 from vaestudy.errors import ClusterError
-from vaestudy.preflight import PreflightError, ray_address, resource_problem
-from vaestudy.processes import descendants, kill
-from vaestudy.stores import (
+from vaestudy.study.preflight import PreflightError, ray_address, resource_problem
+from vaestudy.study.spec import Study
+from vaestudy.tracking.processes import descendants, kill
+from vaestudy.tracking.stores import (
     PASSWORD_ENV,
     USERNAME_ENV,
     remote_storage_problem,
     tracking_problem,
 )
-from vaestudy.study.spec import Study
 
 LOCAL_ATTEMPTS = 3  # a local Ray start that times out is tried this many times in all
 
@@ -38,8 +38,8 @@ def start_ray(address: str | None) -> None:
     started) and tried again, up to `LOCAL_ATTEMPTS` times in all, saying so on stderr."""
     if ray.is_initialized():
         return
-    # The tracking server's credentials (`vaestudy.stores.take_credentials`) reach the trial
-    # processes of every node through the job's environment, never through Tune's storage.
+    # The tracking server's credentials (`vaestudy.tracking.stores.take_credentials`) reach the
+    # trial processes of every node through the job's environment, never through Tune's storage.
     secrets = {k: os.environ[k] for k in (USERNAME_ENV, PASSWORD_ENV) if k in os.environ}
     where = ray_address(address)
     for attempt in range(1, (1 if where else LOCAL_ATTEMPTS) + 1):
@@ -96,7 +96,7 @@ def _ray_temp() -> str:
 def check_cluster(study: Study, address: str | None) -> None:
     """On a cluster (Ray was given an address), check that one trial fits on some node."""
     if not ray_address(address):
-        return  # local: checked before anything started (vaestudy.preflight)
+        return  # local: checked before anything started (vaestudy.study.preflight)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     problem = resource_problem(study.spec.resources, nodes)
     if problem is not None:

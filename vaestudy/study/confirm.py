@@ -7,7 +7,7 @@ its best finished one when none is feasible) with N seeds the search never used
 validation split, stay as they were). These runs are trials of the same study run: MLflow child
 runs tagged `vaestudy.phase = confirm` and `vaestudy.confirms = <the selected trial's run id>`,
 named `<variant> #<the trial's number> seed <s>`. Their test metrics are the study's verdict
-with its uncertainty (`vaestudy.report.confirmation_table`, `vaestudy.intervals`).
+with its uncertainty (`vaestudy.report.tables.confirmation_table`, `vaestudy.report.intervals`).
 
 The ledger is a second Optuna study, `<run>-confirm`, in the same storage, with one parameter:
 the index of a plan entry (which trial, which seed). Every entry that has not run (or whose
@@ -28,10 +28,10 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from vaestudy.report import Report
+from vaestudy.report.tables import Report
 from vaestudy.study.search import TUNE_ID, SearchSpace, StudySearch, counts, make_search
 from vaestudy.study.spec import CONFIRM_INDEX, CONFIRMS, Study
-from vaestudy.tags import TAG_TRIAL
+from vaestudy.tracking.tags import TAG_TRIAL
 
 LEDGER_SUFFIX = "-confirm"  # the confirmation ledger's Optuna study: `<run name>-confirm`
 

@@ -2,8 +2,8 @@
 
 Written when the run starts: where the study came from (file, overrides), where its Optuna
 study lives (name, storage), what it searches, its metric, its yardstick and which constraints
-the search sees. When the study ends, `vaestudy.report.log_answer` puts the answer in one line
-above it (what the UI shows before "Show more") and the per-variant table below it.
+the search sees. When the study ends, `vaestudy.report.tables.log_answer` puts the answer in one
+line above it (what the UI shows before "Show more") and the per-variant table below it.
 """
 
 from __future__ import annotations

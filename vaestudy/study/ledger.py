@@ -14,14 +14,14 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from vaestudy.dotted import unprefixed
+from vaestudy.config.dotted import unprefixed
 from vaestudy.errors import UserError
-from vaestudy.feasibility import split_names
-from vaestudy.stores import lacks_password, optuna_storage_url, redacted
 from vaestudy.study.search import ENDED, TUNE_ID, TrialTeller, counts, tell
 from vaestudy.study.spec import Study
-from vaestudy.tags import TAG_OPTUNA, TAG_OPTUNA_STORAGE, TAG_SATURATED
-from vaestudy.tracking import ended, find_trial_run, retire_attempt
+from vaestudy.tracking.runs import ended, find_trial_run, retire_attempt
+from vaestudy.tracking.stores import lacks_password, optuna_storage_url, redacted
+from vaestudy.tracking.tags import TAG_OPTUNA, TAG_OPTUNA_STORAGE, TAG_SATURATED
+from vaestudy.training.feasibility import split_names
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 answer on the parent run and close it.
 
 Counts: finished, failed (diverged: a result; errored: an infrastructure failure, not one) and
-each errored trial's reason. The answer (`vaestudy.report`: per-variant feasible counts, the
+each errored trial's reason. The answer (`vaestudy.report.tables`: per-variant feasible counts, the
 best feasible trial, the confirmation's verdict) is read back from MLflow and logged on the
 parent run, which ends FINISHED, FAILED (a trial errored) or KILLED (interrupted).
 """
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from mlflow.tracking import MlflowClient
 
-from vaestudy import server_watch
-from vaestudy.report import Report, build_report, log_answer
+from vaestudy.report.tables import Report, build_report, log_answer
+from vaestudy.study import server_watch
 from vaestudy.study.spec import Study
-from vaestudy.tags import TAG_FAILURE
-from vaestudy.tracking import close_orphans, close_study_run, ended, raised, trial_runs
+from vaestudy.tracking.runs import close_orphans, close_study_run, ended, raised, trial_runs
+from vaestudy.tracking.tags import TAG_FAILURE
 
 if TYPE_CHECKING:
     from vaestudy.study.session import Session

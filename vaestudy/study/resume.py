@@ -15,7 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from vaestudy.config import parse_overrides
+from vaestudy.config.run import parse_overrides
 from vaestudy.errors import ConfigError, UserError
 from vaestudy.study.spec import Study, load_study
 
@@ -72,8 +72,8 @@ def resume_overrides(path: str, given: list[str], tracking_uri: str | None) -> l
     remembers (checked against `given` and the file), or `given` for a run that remembers none."""
     from mlflow.tracking import MlflowClient
 
-    from vaestudy.stores import check_server, store_uri
-    from vaestudy.tracking import latest_study_run
+    from vaestudy.tracking.runs import latest_study_run
+    from vaestudy.tracking.stores import check_server, store_uri
 
     name = load_study(path, given).name
     backend = store_uri(tracking_uri)

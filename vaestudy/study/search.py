@@ -3,8 +3,8 @@
 `StudySearch` is Ray Tune's `OptunaSearch` with these changes:
 
 - every trial that reached its own end (its final report carries `vaestudy/diverged`) is told
-  by `TrialTeller`: its study metrics and its constraint values (`vaestudy.feasibility`: own
-  constraints on the validation split, saturated multipliers, the yardstick;
+  by `TrialTeller`: its study metrics and its constraint values (`vaestudy.training.feasibility`:
+  own constraints on the validation split, saturated multipliers, the yardstick;
   `study.search_constraints` picks which), set with Optuna's named constraints
   (`Trial.set_constraint`) before the tell, so TPE and NSGA-II steer toward feasible trials
   and `best_trial(s)` are feasible ones;
@@ -45,8 +45,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from vaestudy.dotted import unprefixed
-from vaestudy.feasibility import WORST, Scope, Yardstick, search_constraints, split_names
+from vaestudy.config.dotted import unprefixed
 from vaestudy.study.report_keys import DIVERGED, SATURATED, member_key, member_prefix
 from vaestudy.study.spec import (
     TRIAL_NUMBER,
@@ -60,6 +59,7 @@ from vaestudy.study.spec import (
     is_primitive,
     variant_param,
 )
+from vaestudy.training.feasibility import WORST, Scope, Yardstick, search_constraints, split_names
 
 READS_CONSTRAINTS = ("tpe", "nsga2")  # samplers of ours that use Optuna's constraint values
 

@@ -3,8 +3,8 @@
 `open_session` yields a `Session` for as long as the study runs: the tracking server (a loopback
 `mlflow server` over the local store, or the server given, checked), Ray (started locally or
 joined; it starts while the tracking server starts: both take seconds), MLflow's client, and a
-reader of the store (`vaestudy.run_reader`: SQL on a local store). On a cluster it checks that
-one trial fits on some node. When the session ends it stops what it started: the local tracking
+reader of the store (`vaestudy.tracking.run_reader`: SQL on a local store). On a cluster it checks
+that one trial fits on some node. When the session ends it stops what it started: the local tracking
 server, and Ray when Ray was not up before it (a Ray a caller started, a test's or a notebook's,
 stays up), the two at once. MLflow and Ray are imported once their start is under way, so that
 the command says what it does from its first second.
@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vaestudy.run_reader import ClientReader, RunReader, SqliteReader
-from vaestudy.stores import sqlite_file, store_uri, tracking_session, tune_storage_uri
 from vaestudy.study.spec import Study
+from vaestudy.tracking.run_reader import ClientReader, RunReader, SqliteReader
+from vaestudy.tracking.stores import sqlite_file, store_uri, tracking_session, tune_storage_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -34,7 +34,9 @@ class Session:
     client: MlflowClient
     reader: RunReader  # the same store, read back (the report)
     address: str | None  # the Ray cluster's, as given (None: $RAY_ADDRESS or a local Ray)
-    storage: str  # Ray Tune's storage for a new study run (`vaestudy.stores.tune_storage_uri`)
+    storage: (
+        str  # Ray Tune's storage for a new study run (`vaestudy.tracking.stores.tune_storage_uri`)
+    )
 
 
 @contextlib.contextmanager

@@ -27,9 +27,9 @@ a `test/...` metric is refused, saying why), and yardstick rules name a metric w
 (`recon`): the search, the scheduler, Optuna's best trial and every selection read the
 validation split (`data.validation`), and each trial scores the test split once, at its end.
 
-Feasibility (`vaestudy.feasibility`): a trial satisfies its own constraints (its objective's,
-none saturated), the yardstick (`constraints`), or both (= feasible). The search sees the
-constraints `search_constraints` names as Optuna constraint values (on validation), so TPE and
+Feasibility (`vaestudy.training.feasibility`): a trial satisfies its own constraints (its
+objective's, none saturated), the yardstick (`constraints`), or both (= feasible). The search sees
+the constraints `search_constraints` names as Optuna constraint values (on validation), so TPE and
 NSGA-II steer toward them and Optuna's best trial is the best one satisfying them; the report
 always judges by both, on validation to select and on test for the verdict.
 
@@ -53,9 +53,9 @@ trials of the sampler over its own keys, and none wins or loses by budget (not w
 sampler, which enumerates every combination itself).
 
 `pack: K` (K > 1) trains K trials per Ray Tune trial as one vectorised computation
-(`vaestudy.vectorized`): Optuna proposes K trials at once, each keeps its own MLflow run and its
-own Optuna result. Packed trials may differ only in what vectorised members may differ in (the
-seed, the objective's targets and weights, λ's initial value), so the search must stay within
+(`vaestudy.training.vectorized`): Optuna proposes K trials at once, each keeps its own MLflow run
+and its own Optuna result. Packed trials may differ only in what vectorised members may differ in
+(the seed, the objective's targets and weights, λ's initial value), so the search must stay within
 those keys; `resources` and `max_concurrent` then count packs. No scheduler and no divergence
 restarts with packs (a diverging member fails alone).
 
@@ -80,7 +80,9 @@ from pydantic import (
     model_validator,
 )
 
-from vaestudy.config import (
+from vaestudy.config.dotted import flatten, set_dotted
+from vaestudy.config.objectives import objective_config
+from vaestudy.config.run import (
     RunConfig,
     apply_overrides,
     format_validation_error,
@@ -89,10 +91,8 @@ from vaestudy.config import (
     read_yaml,
     validate_run,
 )
-from vaestudy.dotted import flatten, set_dotted
 from vaestudy.errors import ConfigError
-from vaestudy.feasibility import Scope, Yardstick
-from vaestudy.objectives.configs import objective_config
+from vaestudy.training.feasibility import Scope, Yardstick
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

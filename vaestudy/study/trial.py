@@ -12,9 +12,9 @@ under `member<i>/` (and the pack's best under the study metric, for Tune's progr
 - At the end it logs the validation and the test metrics (`val/...`, `test/...`; the test split
   is scored only here, and Tune and Optuna never see it) and the artifacts (samples,
   reconstructions, trajectory plot, model weights), tags the run with where it stands
-  (`vaestudy.feasibility`: the verdict on test, `vaestudy.feasibility`, `vaestudy.feasible`, ...;
-  and on validation, `vaestudy.val_feasible`, which selection reads; saturated multipliers) and
-  finishes the run. A trial
+  (`vaestudy.training.feasibility`: the verdict on test, `vaestudy.training.feasibility`,
+  `vaestudy.feasible`, ...; and on validation, `vaestudy.val_feasible`, which selection reads;
+  saturated multipliers) and finishes the run. A trial
   that `train.stop_saturated` stopped early ends the same way, tagged `vaestudy.stopped_early`.
 - A diverged trial (non-finite loss or runaway multiplier) is marked FAILED in MLflow with the
   reason and step, reported to Tune with `vaestudy/diverged` (the search tells Optuna: see
@@ -40,15 +40,13 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from vaestudy.config import RunConfig
-from vaestudy.dotted import flatten, unprefixed
-from vaestudy.feasibility import WORST, judge
-from vaestudy.image_grids import save_reconstructions, save_samples
-from vaestudy.plots import plot_trajectories
+from vaestudy.config.dotted import flatten, unprefixed
+from vaestudy.config.run import RunConfig
 from vaestudy.study.report_keys import DIVERGED, SATURATED, member_key, member_prefix
 from vaestudy.study.spec import CONFIRMS, Study, trial_label
 from vaestudy.study.trainables import TrialContext
-from vaestudy.tags import (
+from vaestudy.tracking.runs import TrialRun, error_reason
+from vaestudy.tracking.tags import (
     CONFIRM,
     SEARCH,
     TAG_CONFIRMS,
@@ -67,9 +65,11 @@ from vaestudy.tags import (
     TAG_VARIANT,
     TAG_YARDSTICK,
 )
-from vaestudy.tracking import TrialRun, error_reason
-from vaestudy.trainer import Diverged, Trainer, TrainResult
-from vaestudy.vectorized import VectorTrainer, member_view
+from vaestudy.training.feasibility import WORST, judge
+from vaestudy.training.image_grids import save_reconstructions, save_samples
+from vaestudy.training.plots import plot_trajectories
+from vaestudy.training.trainer import Diverged, Trainer, TrainResult
+from vaestudy.training.vectorized import VectorTrainer, member_view
 
 STATE_FILE = "trainer.pt"
 UNSENT_FILE = "unsent.json"  # per run: the points not yet sent when the checkpoint was taken

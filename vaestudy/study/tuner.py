@@ -29,12 +29,10 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from vaestudy import interrupts
-from vaestudy.dotted import flatten
+from vaestudy.config.dotted import flatten
 from vaestudy.errors import UserError
-from vaestudy.report import build_report
-from vaestudy.stores import made_ready, optuna_storage_url, redacted, uri_child, uri_parent
-from vaestudy.study import confirm
+from vaestudy.report.tables import build_report
+from vaestudy.study import confirm, interrupts
 from vaestudy.study.cluster import check_nodes_reach
 from vaestudy.study.confirm import LEDGER_SUFFIX
 from vaestudy.study.console import StudyProgress, mark, tune_callback
@@ -45,21 +43,22 @@ from vaestudy.study.search import StudySearch, make_search
 from vaestudy.study.session import Session
 from vaestudy.study.spec import Study
 from vaestudy.study.trainables import TrialContext, run_pack, run_trial
-from vaestudy.tags import (
-    TAG_KIND,
-    TAG_NOTE,
-    TAG_OPTUNA,
-    TAG_OPTUNA_STORAGE,
-    TAG_STUDY,
-    TAG_TUNE_PATH,
-)
-from vaestudy.tracking import (
+from vaestudy.tracking.runs import (
     latest_study_run,
     open_study_run,
     reopen_study_run,
     study_experiment,
     study_runs,
     tag_run,
+)
+from vaestudy.tracking.stores import made_ready, optuna_storage_url, redacted, uri_child, uri_parent
+from vaestudy.tracking.tags import (
+    TAG_KIND,
+    TAG_NOTE,
+    TAG_OPTUNA,
+    TAG_OPTUNA_STORAGE,
+    TAG_STUDY,
+    TAG_TUNE_PATH,
 )
 
 
@@ -84,8 +83,8 @@ def tune_study(
     progress: StudyProgress | None = None,
 ) -> Tuned:
     """The tuner stage of a run of `study` in `session` (see the module doc). `optuna_storage`:
-    an Optuna RDB URL (`vaestudy.stores.optuna_storage_url`); `progress`: the console's display
-    of the trials (`vaestudy.study.console`), if any."""
+    an Optuna RDB URL (`vaestudy.tracking.stores.optuna_storage_url`); `progress`: the console's
+    display of the trials (`vaestudy.study.console`), if any."""
     _absolute_data_root(study)
     client, storage = session.client, session.storage
     experiment = study_experiment(client, study.name)
@@ -180,7 +179,7 @@ def _free_run_name(study: Study, client: MlflowClient, experiment: str, storage:
 
 
 def _fit(tuner: tune.Tuner) -> tune.ResultGrid:
-    """`tuner.fit()`; after a stop signal (`vaestudy.interrupts`: Tune then stopped gracefully
+    """`tuner.fit()`; after a stop signal (`vaestudy.study.interrupts`: Tune then stopped gracefully
     and saved its state) KeyboardInterrupt, so the runner starts nothing new."""
     with interrupts.tune_running():
         grid = tuner.fit()

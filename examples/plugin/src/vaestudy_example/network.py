@@ -14,8 +14,8 @@ import math
 from pydantic import Field
 from torch import Tensor, nn
 
-from vaestudy.config import ModelConfigBase
-from vaestudy.models import VAE
+from vaestudy.config.run import ModelConfigBase
+from vaestudy.training.models import VAE
 
 
 class ResidualMlpConfig(ModelConfigBase):

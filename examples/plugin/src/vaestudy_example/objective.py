@@ -19,9 +19,9 @@ from __future__ import annotations
 from pydantic import Field
 from torch import Tensor
 
-from vaestudy.models import VAE
-from vaestudy.objectives.base import ConstrainedObjective, Output
-from vaestudy.objectives.configs import MultiplierConfig, ObjectiveConfigBase
+from vaestudy.config.objectives import MultiplierConfig, ObjectiveConfigBase
+from vaestudy.training.models import VAE
+from vaestudy.training.objectives.base import ConstrainedObjective, Output
 
 
 class RateConfig(ObjectiveConfigBase):

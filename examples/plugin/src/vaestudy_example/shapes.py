@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from vaestudy.config import DataConfig
-from vaestudy.datasets import Dataset
+from vaestudy.config.run import DataConfig
+from vaestudy.training.datasets import Dataset
 
 SIZE = 32
 SEEDS = {"train": 0, "test": 1}

@@ -1,0 +1,601 @@
+"""Study report: which objectives satisfy their constraints, on held-out data, and at what cost.
+
+Reads a study's parent run (the newest, or a given one) and its child runs back from the
+tracking store (`vaestudy.tracking.run_reader`: SQL on a local store, MLflow's client elsewhere)
+into pandas. Every judgement uses `vaestudy.training.feasibility`: a trial *satisfies
+its own constraints* (its objective's, on the test split, no multiplier saturated), *satisfies
+the yardstick* (the study's `constraints`), or both: *feasible*.
+
+- `trials`: one row per trial: variant (the objective, or its label when the study searches
+  whole objective configs), objective, model, swept hyperparameters; per own constraint its
+  target, test value, `sat` (held at the end on the test split), `saturated` (λ at its clip over
+  the last 20% of training: target unreachable at this budget), `held_last20` (fraction of the
+  trajectory points in the last 20% of training steps where the training constraint held),
+  `held_from` (first step from which it held at every later point), final λ; then test −ELBO,
+  IWAE NLL, rate (KL), distortion (recon), active units, probe accuracy; `satisfies_own`,
+  `satisfies_yardstick`, `feasible`, `state`; status and failure reason. Status `interrupted`
+  marks a killed study's unfinished attempt that `--resume` ran again as a new trial: it stays in
+  this table but out of every count of the summary.
+- `summary`: per variant: trials, finished (with final test metrics), satisfying their own
+  constraints, satisfying the yardstick, feasible, saturated, the best feasible trial by the
+  study's first metric, and median figures.
+- figures: the rate–distortion plane (colour = variant, marker = state: ● feasible, ○ yardstick
+  only, △ own only, × neither; dashed yardstick bounds) and the trajectories of each variant's
+  best feasible trial (its best finished one, so labelled, when none is feasible).
+
+`write_report` writes Markdown, CSV, HTML and PNG files and `attach` puts them on the parent run
+under `report/`; `log_answer` writes the per-variant counts and the best feasible trial onto the
+parent run as metrics and tags, so the MLflow runs table answers the question by itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from vaestudy.config.dotted import unprefixed
+from vaestudy.errors import UserError
+from vaestudy.report.intervals import mean_ci, resolved, welch_p, wilson
+from vaestudy.tracking.run_reader import History, RunReader, RunRecord, as_reader
+from vaestudy.tracking.tags import (
+    CONFIRM,
+    SEARCH,
+    TAG_CONFIRMS,
+    TAG_FAILURE,
+    TAG_FAILURE_STEP,
+    TAG_INTERRUPTED,
+    TAG_MODEL,
+    TAG_NOTE,
+    TAG_OBJECTIVE,
+    TAG_OPTUNA,
+    TAG_OPTUNA_STORAGE,
+    TAG_PHASE,
+    TAG_SATURATED,
+    TAG_STOPPED,
+    TAG_VARIANT,
+)
+from vaestudy.training.feasibility import (
+    TAIL,
+    Yardstick,
+    judge,
+    split_names,
+)
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+INTERRUPTED = "interrupted"  # status of a killed attempt that was run again (not counted)
+STOPPED_SATURATED = "stopped: saturated"  # train.stop_saturated ended it early (evaluated)
+WITH_TEST = ("finished", STOPPED_SATURATED)  # statuses that come with final test metrics
+_SEARCH_PARAM = re.compile(r"\.(choice|uniform|loguniform|int|step)(\..*)?$")
+_SHOWN_METRICS = ("test/iwae_nll", "test/kl", "test/recon", "test/active_units", "test/probe_acc")
+TAG_BEST = "vaestudy.best_feasible"  # parent run: the best feasible trial's run id
+TAG_ANSWER = "vaestudy.answer"  # parent run: the answer in one line
+ANSWER_PREFIX = "**Answer:** "  # the parent run's description starts with the answer
+SUMMARY_HEADING = "## Per variant"  # and ends with the per-variant table
+MAX_TAG_CHARS = 8000  # MLflow's limit on a tag's value (the description is one)
+
+
+@dataclass
+class Report:
+    study: str
+    parent_run_id: str
+    trials: pd.DataFrame
+    summary: pd.DataFrame
+    yardstick: list[Yardstick]
+    metric: str  # the study's first metric: a validation metric (`val/...`)
+    mode: str
+    run_name: str = ""  # the study run's name (= its Optuna study's name)
+    metrics: tuple[str, ...] = ()  # every metric of the search (several: multi-objective)
+    optuna_storage: str = ""  # where the search's Optuna study lives ("" if not recorded)
+    confirmation: pd.DataFrame | None = None  # per variant, from the confirmation runs on test
+
+    @property
+    def test_metric(self) -> str:
+        return test_twin(self.metric)
+
+    @property
+    def selects_on_test(self) -> bool:
+        """Whether the study ran with `data.validation: 0` (selection read the test split)."""
+        return bool(self.trials["selects_on_test"].any()) if len(self.trials) else False
+
+    def rules_text(self) -> str:
+        rules = ", ".join(y.label for y in self.yardstick) or "none"
+        return (
+            f"Feasible = satisfies its own constraints (no multiplier saturated) and the study's "
+            f"yardstick ({rules}). Selected = each variant's best trial feasible on the "
+            f"validation split, by {self.metric} ({self.mode}); counts and confirmation are "
+            f"judged on the test split."
+        )
+
+    def warning(self) -> str:
+        """The first line of every report when selection read the test split."""
+        if not self.selects_on_test:
+            return ""
+        return (
+            "**Warning: selection used the test split** (data.validation: 0): the selected "
+            "trials' test figures are optimistic."
+        )
+
+    def markdown(self) -> str:
+        run = f"run `{self.run_name}`, " if self.run_name else ""
+        lines = [self.warning(), ""] if self.warning() else []
+        lines += [f"# Study `{self.study}` ({run}parent run {self.parent_run_id})", ""]
+        lines += [self.rules_text(), ""]
+        if self.confirmation is not None and len(self.confirmation):
+            lines += ["## Confirmed on test", "", _confirm_note(self), ""]
+            lines += [_md(self.confirmation), ""]
+        lines += [SUMMARY_HEADING, "", _md(self.summary), ""]
+        lines += ["## Trials", "", _md(self.trials)]
+        return "\n".join(lines) + "\n"
+
+    def search_trials(self) -> pd.DataFrame:
+        return self.trials[self.trials["phase"] == SEARCH]
+
+    def best_feasible(self) -> pd.Series | None:
+        """The search's best trial feasible on validation, by the study's first metric (a
+        validation metric): what `vaestudy best` writes out."""
+        search = self.search_trials()
+        return _best(search[search["val_feasible"]], self.metric, self.mode)
+
+    def selection(self, variant: str) -> tuple[pd.Series | None, bool]:
+        """A variant's selected search trial and whether it is feasible on validation: its best
+        trial feasible there by the study's first metric, else its best finished one (False),
+        else None."""
+        search = self.search_trials()
+        group = search[(search["variant"] == variant) & search["status"].isin(WITH_TEST)]
+        best = _best(group[group["val_feasible"]], self.metric, self.mode)
+        if best is not None:
+            return best, True
+        return _best(group, self.metric, self.mode), False
+
+    def best_finished(self) -> pd.Series | None:
+        """The search's best trial with final metrics by the study's first metric, feasible or
+        not."""
+        search = self.search_trials()
+        return _best(search[search["status"].isin(WITH_TEST)], self.metric, self.mode)
+
+
+def _confirm_note(report: Report) -> str:
+    return (
+        "Each variant's selected configuration retrained with fresh seeds; rates are runs "
+        "satisfying their own constraints / the yardstick / both on the test split with 95% "
+        f"Wilson intervals; {report.test_metric} is the mean ± the 95% t half-width; "
+        "`gap` = the selected trial's test − validation value; `rank`: `=k` is a tie with rank k "
+        "(Welch's t-test, p >= 0.05)."
+    )
+
+
+def file_name(label: str) -> str:
+    """`label` as a file name or metric-key part: runs of other characters become `_`."""
+    return re.sub(r"[^\w.\-]+", "_", label).strip("_")
+
+
+def _md(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, floatfmt=".4g") if len(df) else "(none)"
+
+
+def find_parent(source: RunReader | MlflowClient, study: str, run: str | None = None) -> RunRecord:
+    """A parent run of `study`: the newest, or `run`: its run id, a unique prefix of the id, or
+    its name (`geco-2`, as `vaestudy studies` lists)."""
+    reader = as_reader(source)
+    runs = reader.study_runs(study)
+    if not runs:
+        known = sorted(name for name in reader.experiments() if name != "Default")
+        raise UserError(
+            f"no study named {study!r} in this tracking store; studies there: "
+            f"{', '.join(known) or 'none'}"
+        )
+    if run is None:
+        return runs[0]
+    found = [r for r in runs if run in (r.run_id, r.name)]
+    found = found or [r for r in runs if r.run_id.startswith(run)]
+    if len(found) != 1:
+        names = ", ".join(f"{r.name} ({r.run_id[:8]})" for r in runs)
+        what = "no run" if not found else f"{len(found)} runs"
+        raise UserError(f"study {study!r} has {what} matching {run!r}; its runs: {names}")
+    return found[0]
+
+
+def yardstick_from_params(params: dict[str, str]) -> list[Yardstick]:
+    out = []
+    i = 0
+    while f"study.constraints.{i}.metric" in params:
+        p = f"study.constraints.{i}."
+        out.append(
+            Yardstick(
+                metric=params[p + "metric"],
+                bound=float(params[p + "bound"]),
+                direction=params[p + "direction"],
+            )
+        )
+        i += 1
+    return out
+
+
+def constraint_tail(history: History, name: str) -> tuple[float, float | None]:
+    """(fraction of points in the last 20% of steps where the constraint held, first step from
+    which it held at every later point, or None)."""
+    key, target = f"constraint/{name}", f"target/{name}"
+    points = [(r["step"], r[key] <= r[target]) for r in history if key in r and target in r]
+    if not points:
+        return math.nan, None
+    last = points[-1][0]
+    tail = [ok for step, ok in points if step >= (1 - TAIL) * last]
+    held_from = None
+    for step, ok in reversed(points):
+        if not ok:
+            break
+        held_from = step
+    return sum(tail) / len(tail), held_from
+
+
+def read_history(source: RunReader | MlflowClient, run_id: str, keys: list[str]) -> History:
+    """Trajectory points of `keys` (`train/...`, `val/...`), one dict per step, keys without
+    `train/`."""
+    rows = as_reader(source).history(run_id, keys)
+    return [{k.removeprefix("train/"): v for k, v in row.items()} for row in rows]
+
+
+def build_report(source: RunReader | MlflowClient, study: str, run: str | None = None) -> Report:
+    """The report of `study`'s newest parent run, or of its run `run` (see `find_parent`), read
+    from a `RunReader` (or an MLflow client)."""
+    reader = as_reader(source)
+    parent = find_parent(reader, study, run)
+    params = parent.params
+    metric = params.get("study.metric", params.get("study.metric.0", "val/iwae_nll"))
+    mode = params.get("study.mode", params.get("study.mode.0", "min"))
+    # `study.search.objective.kappa.uniform.0` -> `objective.kappa` (the searched dotted key)
+    searched = sorted({_SEARCH_PARAM.sub("", k) for k in unprefixed(params, "study.search.")})
+    yardstick = yardstick_from_params(params)
+    runs = reader.trial_runs(parent)
+    if not runs:
+        raise UserError(f"study {study!r} (parent run {parent.run_id}) has no trials yet")
+    rows = [_trial_row(reader, r, searched, yardstick, metric) for r in runs]
+    order = ["variant", "phase", "trial"]
+    trials = pd.DataFrame(rows).sort_values(order, ascending=[True, False, True])
+    trials = trials.reset_index(drop=True)
+    summary = _summary(trials, metric, mode)
+    metrics = [params[k] for k in sorted(params) if re.fullmatch(r"study\.metric(\.\d+)?", k)]
+    return Report(
+        study,
+        parent.run_id,
+        trials,
+        summary,
+        yardstick,
+        metric,
+        mode,
+        run_name=parent.tags.get(TAG_OPTUNA, parent.name),
+        metrics=tuple(metrics),
+        optuna_storage=parent.tags.get(TAG_OPTUNA_STORAGE, ""),
+        confirmation=confirmation_table(trials, metric, mode),
+    )
+
+
+def compare_reports(reports: list[Report]) -> Report:
+    """Several study runs as one report: each trial's variant and name are prefixed by its
+    run's name (`geco-2: geco`; `study/run: ...` across studies), each trial keeps the verdict
+    of its own run's yardstick; the summary has a row per run and variant. The runs must rank
+    by one metric."""
+    ranks = {(r.metric, r.mode) for r in reports}
+    if len(ranks) > 1:
+        raise UserError(f"the runs rank trials by different metrics ({sorted(ranks)}): compare "
+                        "runs that share the study's metric")  # fmt: skip
+    several = len({r.study for r in reports}) > 1
+    labels = [f"{r.study}/{r.run_name}" if several else r.run_name for r in reports]
+    if len(set(labels)) < len(labels):
+        raise UserError(f"the same run twice: {', '.join(labels)}")
+    parts = []
+    for label, r in zip(labels, reports, strict=True):
+        trials = r.trials.copy()
+        trials.insert(0, "run", label)
+        for column in ("variant", "trial"):  # trial names repeat across runs (`geco #0`)
+            trials[column] = f"{label}: " + trials[column]
+        parts.append(trials)
+    trials = pd.concat(parts, ignore_index=True)
+    metric, mode = reports[0].metric, reports[0].mode
+    return Report(
+        study=" vs ".join(labels),
+        parent_run_id=", ".join(r.parent_run_id for r in reports),
+        trials=trials,
+        summary=_summary(trials, metric, mode),
+        confirmation=confirmation_table(trials, metric, mode),
+        yardstick=list(dict.fromkeys(y for r in reports for y in r.yardstick)),
+        metric=metric,
+        mode=mode,
+    )
+
+
+def _status(run: RunRecord) -> str:
+    tags = run.tags
+    if TAG_INTERRUPTED in tags:
+        return INTERRUPTED
+    if run.status == "FINISHED" and tags.get(TAG_STOPPED, "").startswith("saturated"):
+        return STOPPED_SATURATED
+    return {"FINISHED": "finished", "FAILED": "failed", "KILLED": "stopped early"}.get(
+        run.status, run.status.lower()
+    )
+
+
+def _trial_row(
+    reader: RunReader,
+    run: RunRecord,
+    searched: list[str],
+    yardstick: list[Yardstick],
+    metric: str,
+) -> dict[str, Any]:
+    m, tags, params = run.metrics, run.tags, run.params
+    names = sorted(unprefixed(m, "test/constraint/"))
+    keys = [k for k in m if k.startswith(("train/constraint/", "train/target/"))]
+    history = read_history(reader, run.run_id, keys)
+    status = _status(run)
+    ended = status in WITH_TEST
+    test = unprefixed(m, "test/") if ended else None
+    val = unprefixed(m, "val/") if ended else None
+    saturated = split_names(tags.get(TAG_SATURATED))
+    objective = tags.get(TAG_OBJECTIVE, params.get("objective.name"))
+    row: dict[str, Any] = {
+        "trial": run.name or run.run_id[:8],
+        "run_id": run.run_id,
+        "phase": tags.get(TAG_PHASE, SEARCH),
+        "confirms": tags.get(TAG_CONFIRMS, ""),
+        "variant": tags.get(TAG_VARIANT, objective),
+        "objective": objective,
+        "model": tags.get(TAG_MODEL, params.get("model.name")),
+        "status": status,
+        "reason": tags.get(TAG_FAILURE, ""),
+        "failed_at_step": float(tags[TAG_FAILURE_STEP]) if TAG_FAILURE_STEP in tags else math.nan,
+        "train.seed": _param_value(params, "train.seed"),
+    }
+    for key in searched:
+        row[key] = _param_value(params, key)
+    for name in names:  # each own constraint's columns together
+        target, value = m.get(f"test/target/{name}", math.nan), m[f"test/constraint/{name}"]
+        held, held_from = constraint_tail(history, name)
+        row |= {
+            f"{name}: target": target,
+            f"{name}: val": m.get(f"val/constraint/{name}", math.nan),
+            f"{name}: test": value,
+            f"{name}: satisfied": test is not None and value <= target and name not in saturated,
+            f"{name}: saturated": name in saturated,
+            f"{name}: held_last20": held,
+            f"{name}: held_from": held_from if held_from is not None else math.nan,
+            f"{name}: lambda": m.get(f"train/lambda/{name}", math.nan),
+        }
+    verdict = judge(test, yardstick, saturated)
+    row[metric] = m.get(metric, math.nan)
+    for name in (test_twin(metric), *_SHOWN_METRICS):
+        row[name] = m.get(name, math.nan)
+    row |= {
+        "test/neg_elbo": -m["test/elbo"] if "test/elbo" in m else math.nan,
+        "val_feasible": judge(val, yardstick, saturated).feasible,
+        "satisfies_own": verdict.own,
+        "satisfies_yardstick": verdict.yardstick,
+        "feasible": verdict.feasible,
+        "state": verdict.state if test is not None else status,
+        "saturated": ",".join(saturated),
+        "selects_on_test": params.get("data.validation") in ("0", "0.0"),
+    }
+    return row
+
+
+def test_twin(metric: str) -> str:
+    """The test split's name of a validation metric: `val/kl` -> `test/kl`."""
+    return "test/" + metric.removeprefix("val/")
+
+
+def _param_value(params: dict[str, str], key: str) -> Any:
+    # A whole section searched (e.g. `objective`) shows its name.
+    raw = params[key] if key in params else params.get(f"{key}.name", "")
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+def _best(trials: pd.DataFrame, metric: str, mode: str) -> pd.Series | None:
+    values = trials[metric].dropna()
+    if not len(values):
+        return None
+    return trials.loc[values.idxmin() if mode == "min" else values.idxmax()]
+
+
+def _summary(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """Per variant, over the search's trials: counts (judged on test), and the trial selected on
+    validation with its validation and test values of the study's metric."""
+    rows = []
+    twin = test_twin(metric)
+    counted = trials[(trials["status"] != INTERRUPTED) & (trials["phase"] == SEARCH)]
+    for variant, group in counted.groupby("variant", sort=True):
+        best = _best(group[group["val_feasible"]], metric, mode)
+        done = group[group["status"].isin(WITH_TEST)]
+        rows.append(
+            {
+                "variant": variant,
+                "objective": group["objective"].iloc[0],
+                "trials": len(group),
+                "finished": len(done),
+                "satisfy_own": int(group["satisfies_own"].sum()),
+                "satisfy_yardstick": int(group["satisfies_yardstick"].sum()),
+                "feasible": int(group["feasible"].sum()),
+                "saturated": int((group["saturated"] != "").sum()),
+                "val_feasible": int(group["val_feasible"].sum()),
+                "selected": best["trial"] if best is not None else "",
+                f"selected {metric}": best[metric] if best is not None else math.nan,
+                f"selected {twin}": best[twin] if best is not None else math.nan,
+                "median test/kl": done["test/kl"].median(),
+                "median test/recon": done["test/recon"].median(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def confirmation_table(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame | None:
+    """Per variant, from its confirmation runs (fresh seeds of the selected configuration) on
+    the test split: rates with 95% Wilson intervals, the metric's mean with its 95% t interval,
+    the selection gap, and a ranking in which differences inside the noise are ties (see
+    `vaestudy.report.intervals`). None when the study ran no confirmation."""
+    confirm = trials[(trials["phase"] == CONFIRM) & (trials["status"] != INTERRUPTED)]
+    if not len(confirm):
+        return None
+    twin = test_twin(metric)
+    by_run = trials.set_index("run_id")
+    rows, samples = [], {}
+    for variant, group in confirm.groupby("variant", sort=True):
+        n = len(group)
+        selected = (
+            by_run.loc[group["confirms"].iloc[0]]
+            if group["confirms"].iloc[0] in by_run.index
+            else None
+        )
+        values = group.loc[group["status"].isin(WITH_TEST), twin].tolist()
+        samples[variant] = values
+        ci = mean_ci(values)
+        row: dict[str, Any] = {"variant": variant, "selected": "", "seeds": n}
+        if selected is not None:
+            row["selected"] = selected["trial"]
+        for label, column in (("own", "satisfies_own"), ("yardstick", "satisfies_yardstick"),
+                              ("feasible", "feasible")):  # fmt: skip
+            k = int(group[column].sum())
+            interval = wilson(k, n)
+            row |= {label: f"{k}/{n}", f"{label} 95% CI": interval.text()}
+            row |= {f"{label}_low": interval.low, f"{label}_high": interval.high}
+        row |= {f"{twin} mean": ci.mean, f"{twin} ±95%": ci.half}
+        if selected is not None:
+            row |= {
+                f"selected {metric}": selected[metric],
+                f"selected {twin}": selected[twin],
+                "gap": selected[twin] - selected[metric],
+            }
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return _ranked(table, samples, f"{twin} mean", mode)
+
+
+def _ranked(table: pd.DataFrame, samples: dict[str, list[float]], column: str, mode: str):
+    """Rank variants by `column` (best first); a variant whose runs do not differ from the
+    best-ranked variant above it that it is resolved from (Welch, p >= 0.05) shares its rank
+    (`=k`); `vs above`: the p-value against the next better variant."""
+    order = table.sort_values(column, ascending=mode == "min", na_position="last")
+    ranks, p_above, leader = [], [], None
+    for i, variant in enumerate(order["variant"]):
+        p = welch_p(samples[order["variant"].iloc[i - 1]], samples[variant]) if i else math.nan
+        p_above.append(p)
+        if i == 0 or resolved(welch_p(samples[order["variant"].iloc[leader]], samples[variant])):
+            leader = i
+            ranks.append(str(i + 1))
+        else:
+            ranks.append(f"={leader + 1}")
+    order = order.assign(rank=ranks, **{"p vs above": p_above})
+    return order.reset_index(drop=True)
+
+
+def answer(report: Report) -> str:
+    """The study's answer in one line: with confirmation, each variant's rate of runs feasible
+    on test with its interval and the ranking by the confirmed mean (ties named); without, the
+    search's feasible counts and the trial selected on validation."""
+    warn = "SELECTION USED THE TEST SPLIT (data.validation: 0); " if report.selects_on_test else ""
+    c = report.confirmation
+    if c is not None and len(c):
+        mean = f"{report.test_metric} mean"
+        parts = [
+            f"{r['rank']} {r['variant']} {r[mean]:.4g}±{r[f'{report.test_metric} ±95%']:.2g}"
+            f" feasible {r['feasible']} {r['feasible 95% CI']}"
+            for r in c.to_dict("records")
+        ]
+        ties = c["rank"].str.startswith("=").any()
+        tail = " (=k: tie with rank k at 95%)" if ties else ""
+        return f"{warn}confirmed on test, ranked by {mean}{tail}: " + "; ".join(parts)
+    s = report.summary
+    parts = [f"{r.variant} {r.feasible}/{r.trials}" for r in s.itertuples()]
+    best = report.best_feasible()
+    if best is None:
+        return f"{warn}feasible trials per variant: {', '.join(parts)}; none feasible on validation"
+    value = f"{report.metric} {best[report.metric]:.4g}, {report.test_metric} "
+    value += f"{best[report.test_metric]:.4g}"
+    return (
+        f"{warn}feasible trials per variant: {', '.join(parts)}; "
+        f"selected: {best['trial']} ({value})"
+    )
+
+
+def answer_table(report: Report) -> pd.DataFrame:
+    """What `vaestudy run` prints: a compact table per variant (the report has the rest)."""
+    c = report.confirmation
+    if c is not None and len(c):
+        mean = f"{report.test_metric} mean"
+        out = c[["rank", "variant", "seeds", "feasible", "feasible 95% CI"]].copy()
+        half = c[f"{report.test_metric} ±95%"]
+        out[report.test_metric] = [f"{m:.4g} ± {h:.2g}" for m, h in zip(c[mean], half, strict=True)]
+        return out
+    s = report.summary
+    out = s[["variant", "trials", "feasible"]].copy()
+    out["selected"] = [  # `geco #3` -> `#3`: the variant is in its own column
+        name.removeprefix(variant).strip() for variant, name in zip(s["variant"], s["selected"],
+                                                                    strict=True)
+    ]  # fmt: skip
+    out[report.metric] = s[f"selected {report.metric}"]
+    out[report.test_metric] = s[f"selected {report.test_metric}"]
+    return out
+
+
+def log_answer(client: MlflowClient, report: Report) -> None:
+    """Per variant `trials/`, `feasible/`, `satisfy_own/`, `satisfy_yardstick/`, `saturated/`
+    counts and the study-wide `feasible` count as metrics of the parent run (with confirmation,
+    `confirmed/<own|yardstick|feasible>_<rate|low|high>/<variant>` and the confirmed mean); the
+    trial selected on validation (run id and name) as tags (`vaestudy.best_feasible`, per variant
+    `vaestudy.best_feasible.<variant>`) and its test metrics as `best_feasible/<metric>`; the
+    answer in one line as the tag `vaestudy.answer` and atop the run's description (its note in
+    the MLflow UI), the per-variant table below it; the report's tables as `report/report.md`."""
+    metrics = {"feasible": float(report.summary["feasible"].sum())}
+    tags = {TAG_ANSWER: answer(report)}
+    trials = report.trials.set_index("trial")
+    for row in report.summary.itertuples():
+        key = file_name(row.variant)
+        for count in ("trials", "feasible", "satisfy_own", "satisfy_yardstick", "saturated"):
+            metrics[f"{count}/{key}"] = float(getattr(row, count))
+        if row.selected:
+            tags[f"{TAG_BEST}.{key}"] = trials.loc[row.selected, "run_id"]
+    c = report.confirmation
+    for row in [] if c is None else c.to_dict("records"):
+        key = file_name(row["variant"])
+        for name in ("own", "yardstick", "feasible"):
+            k, n = (int(v) for v in row[name].split("/"))
+            metrics |= {
+                f"confirmed/{name}_rate/{key}": k / n,
+                f"confirmed/{name}_low/{key}": row[f"{name}_low"],
+                f"confirmed/{name}_high/{key}": row[f"{name}_high"],
+            }
+        mean = row[f"{report.test_metric} mean"]
+        if math.isfinite(mean):
+            metrics[f"confirmed/{report.test_metric}/{key}"] = mean
+    best = report.best_feasible()
+    if best is not None:
+        tags |= {TAG_BEST: best["run_id"], f"{TAG_BEST}_trial": best["trial"]}
+        for name in dict.fromkeys([report.metric, *_SHOWN_METRICS]):
+            if math.isfinite(best[name]):
+                metrics[f"best_feasible/{name}"] = float(best[name])
+    from vaestudy.tracking.runs import log_study_answer
+
+    note = client.get_run(report.parent_run_id).data.tags.get(TAG_NOTE, "")
+    tags[TAG_NOTE] = _described(note, report)
+    log_study_answer(client, report.parent_run_id, metrics, tags, report.markdown())
+
+
+def _described(note: str, report: Report) -> str:
+    """The parent run's description (`vaestudy.study.description`) with the answer above it
+    and the per-variant table below it, replacing those of an earlier end (a resumed study)."""
+    head = note.split(SUMMARY_HEADING)[0]
+    if head.startswith(ANSWER_PREFIX):
+        head = head.partition("\n\n")[2]
+    confirmed = report.confirmation
+    table = _md(report.summary if confirmed is None else answer_table(report))
+    described = (
+        f"{ANSWER_PREFIX}{answer(report)}\n\n{head.rstrip()}\n\n{SUMMARY_HEADING}\n\n"
+        f"{report.rules_text()}\n\n{table}\n"
+    )
+    return described[:MAX_TAG_CHARS]  # the table is in report/report.md in full

@@ -1,0 +1,158 @@
+"""Held-out evaluation of one split (validation or test), batched on the device. All figures
+are per-example means in nats.
+
+- objective metrics on the split (ELBO, rate = KL, distortion = recon, each constraint's
+  value and target, and `satisfied/<name>` = 1 if value <= target);
+- `iwae_nll`: −log p(x) estimated by the importance-weighted bound with k samples (Burda et al.
+  2016, eq. 8): log p(x) >= E[log (1/k) Σ_i p(x, z_i)/q(z_i|x)]; only for pixel models that are
+  likelihoods (not `pixels: mse`);
+- `active_units`: latents with Cov_x(E_q[z_u]) > 0.01 (Burda et al. 2016, §5.2);
+- for conditional decoders, `probe_acc`: a linear probe predicting the label from E_q[z]
+  (trained on the train split, scored on the split) and `probe_chance`, the majority rate.
+
+The trainer scores the validation split at every evaluation and at the end, and the test split
+once, at the end (`Trainer.final_result`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vaestudy.config.run import TrainConfig
+from vaestudy.training.data import DeviceData, Split
+from vaestudy.training.divergences import log_normal
+from vaestudy.training.likelihoods import NegLogLik
+from vaestudy.training.models import VAE
+from vaestudy.training.objectives.base import Objective
+
+ACTIVE_UNIT_THRESHOLD = 0.01
+_IWAE_BUDGET = 32_768  # decoded images per chunk (k × examples)
+_TEST_KEYS = ("kl", "recon", "elbo", "kl/", "kl_marginal", "constraint/", "target/")
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@torch.no_grad()
+def iwae_log_likelihood(model: VAE, nll: NegLogLik, x: Tensor, y: Tensor | None, k: int) -> Tensor:
+    """Per-example importance-weighted bound on log p(x) with k samples from q(z|x), nats [B]."""
+    mu, logvar = model.encode(x)
+    mu, logvar = mu.float(), logvar.float()
+    eps = torch.randn((k, *mu.shape), device=mu.device)
+    z = mu + (0.5 * logvar).exp() * eps  # [k, B, D]
+    flat_z = z.reshape(-1, z.shape[-1])
+    flat_y = None if y is None else y.repeat(k)
+    logits = model.decode(flat_z, flat_y).float()
+    x_rep = x.expand(k, *x.shape).reshape(-1, *x.shape[1:])
+    log_px_z = -nll(logits, x_rep).view(k, -1)
+    log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+    log_qz = log_normal(z, mu, logvar)
+    return torch.logsumexp(log_px_z + log_pz - log_qz, dim=0) - math.log(k)
+
+
+@torch.no_grad()
+def iwae_nll(model: VAE, nll: NegLogLik, x: Tensor, y: Tensor | None, k: int) -> float:
+    total = torch.zeros((), device=x.device)
+    for s in _batches(x.shape[0], max(1, _IWAE_BUDGET // k)):
+        total += iwae_log_likelihood(model, nll, x[s], None if y is None else y[s], k).sum()
+    return -(total / x.shape[0]).item()
+
+
+@torch.no_grad()
+def encoder_means(model: VAE, x: Tensor, batch_size: int) -> Tensor:
+    return torch.cat([model.encode(x[s])[0].float() for s in _batches(x.shape[0], batch_size)])
+
+
+def active_units(means: Tensor) -> int:
+    return int((means.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum().item())
+
+
+def linear_probe_accuracy(
+    train_z: Tensor,
+    train_y: Tensor,
+    test_z: Tensor,
+    test_y: Tensor,
+    n_classes: int,
+    steps: int = 300,
+) -> float:
+    """Multinomial logistic regression on standardised features, full-batch Adam."""
+    mean, std = train_z.mean(0), train_z.std(0).clamp_min(1e-6)
+    a, b = (train_z - mean) / std, (test_z - mean) / std
+    with torch.enable_grad():
+        w = torch.zeros(a.shape[1], n_classes, device=a.device, requires_grad=True)
+        bias = torch.zeros(n_classes, device=a.device, requires_grad=True)
+        opt = torch.optim.Adam([w, bias], lr=0.05)
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(a @ w + bias, train_y).backward()
+            opt.step()
+    return ((b @ w + bias).argmax(1) == test_y).float().mean().item()
+
+
+@torch.no_grad()
+def objective_metrics(
+    model: VAE, objective: Objective, x_all: Tensor, y_all: Tensor, batch_size: int, step: Tensor
+) -> dict[str, float]:
+    """The objective's metrics averaged over held-out images `x_all` (no state changes)."""
+    sums: dict[str, Tensor] = {}
+    n = x_all.shape[0]
+    for s in _batches(n, batch_size):
+        x, y = x_all[s], y_all[s]
+        out = objective(model, x, y if model.n_classes else None, step)
+        weight = (s.stop - s.start) / n
+        for key, value in out.metrics.items():
+            if key.startswith(_TEST_KEYS):
+                sums[key] = sums.get(key, 0.0) + value.detach().float() * weight
+    metrics = {k: float(v) for k, v in sums.items()}
+    for key in [k for k in metrics if k.startswith("constraint/")]:
+        name = key.removeprefix("constraint/")
+        metrics[f"satisfied/{name}"] = float(metrics[key] <= metrics[f"target/{name}"])
+    return metrics
+
+
+def evaluate(
+    model: VAE,
+    objective: Objective,
+    data: DeviceData,
+    cfg: TrainConfig,
+    step: Tensor,
+    *,
+    split: Split = "val",
+    full: bool = True,
+    log_likelihood: bool = True,
+) -> dict[str, float]:
+    """Metrics of the held-out `split`. `full=False` skips the IWAE, active units and the probe;
+    `log_likelihood=False` (the objective's recon is not −log p(x|z)) skips the IWAE.
+
+    The objective's metrics use the training batch size, since batch statistics (MMD, the
+    pairwise marginal KL) depend on it; the rest use `cfg.eval_batch_size`.
+    """
+    batch_size = cfg.eval_batch_size
+    was_training = model.training
+    model.eval()
+    objective.eval()
+    try:
+        x, y = data.split(split)
+        metrics = objective_metrics(model, objective, x, y, cfg.batch_size, step)
+        if full and log_likelihood:
+            labels = y if model.n_classes else None
+            metrics["iwae_nll"] = iwae_nll(model, objective.nll, x, labels, cfg.iwae_samples)
+        if full:
+            held_mu = encoder_means(model, x, batch_size)
+            metrics["active_units"] = float(active_units(held_mu))
+            if model.n_classes:
+                train_mu = encoder_means(model, data.train_x, batch_size)
+                metrics["probe_acc"] = linear_probe_accuracy(
+                    train_mu, data.train_y, held_mu, y, data.n_classes
+                )
+                counts = torch.bincount(y, minlength=data.n_classes)
+                metrics["probe_chance"] = (counts.max() / counts.sum()).item()
+    finally:
+        model.train(was_training)
+        objective.train(was_training)
+    return metrics
