@@ -5,6 +5,12 @@ Ray start from nothing) and reads the phase times `vaestudy run` logs to the stu
 (`vaestudy.study.console.mark`). The tracking server starts first and runs in the background
 while the CLI starts Ray and imports MLflow, Optuna and Tune; "tracking server (wait)" is what
 is left of its start-up after that. Trial processes import torch when their first trial starts.
+Then, from the study's store (read with SQL): when the first trial's MLflow run opened (its
+worker had imported torch; training starts right after), and the trials' in-process compute:
+each trial logs `time/compute_s` (building its Trainer, training, evaluating; MLflow and Tune's
+calls left out), summed and divided by the study's `max_concurrent`: the wall time the trials
+would take with neither Ray nor MLflow. Issue 26's targets: first step <= 10 s, wall <= 1.25x
+that compute.
 
     python -m benchmarks.quickstart_time                      # the README's quick start
     python -m benchmarks.quickstart_time --study studies/cpu/geco.yaml --set study.num_trials=4
@@ -20,6 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from vaestudy.study.spec import load_study
+from vaestudy.tracking.run_reader import SqliteReader
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = [  # (mark that ends the phase, what the phase is)
@@ -54,6 +63,11 @@ def main() -> None:
             sys.exit(f"vaestudy run exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         logs = list(Path(folder, "ray_results").glob("*.log"))
         marks = dict(re.findall(r"phase (.+) (\d+\.\d+)$", logs[0].read_text(), re.MULTILINE))
+        spec = load_study(str(study), args.set).spec
+        store = SqliteReader(Path(folder) / "mlflow" / "mlflow.db")
+        trials = store.trial_runs(store.study_runs(spec.name)[0])
+        first_run = min(t.start_time for t in trials) / 1000 - start
+        compute = sum(t.metrics.get("time/compute_s", 0.0) for t in trials) / spec.max_concurrent
     print(f"`vaestudy run {args.study}` ({' '.join(f'--set {s}' for s in args.set) or 'as is'})")
     print(f"machine: {os.cpu_count()} CPUs\n")
     print("| phase | seconds | share |\n|:--|--:|--:|")
@@ -64,6 +78,11 @@ def main() -> None:
         last = at
     print(f"| exit (answer printed) | {end - last:.1f} | {(end - last) / total:.0%} |")
     print(f"| **total wall time** | **{total:.1f}** | |")
+    print(f"\nfirst trial's run opened (its training starts): {first_run:.1f} s after the command")
+    print(
+        f"trials' in-process compute: {compute:.1f} s ({len(trials)} trials' time/compute_s, "
+        f"{spec.max_concurrent} at a time); wall / compute: {total / compute:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -75,6 +75,9 @@ def test_the_local_store_opens_in_mlflows_client_without_a_server(local_runs, tm
     assert sorted(run.info.run_name for run in kids) == ["geco #0", "geco #1"]
     for run in kids:
         assert run.info.status == "FINISHED" and run.data.tags["vaestudy.feasible"] == "true"
+        # its in-process compute: positive, and less than the run's own wall time (logging out)
+        wall_s = (run.info.end_time - run.info.start_time) / 1000
+        assert 0 < run.data.metrics["time/compute_s"] < wall_s
         for key in ("train/kl", "train/recon", "train/lambda/recon", "train/constraint/recon"):
             assert steps(client, run.info.run_id, key) == [2, 4, 6, 8, 10]
         names = {a.path for a in client.list_artifacts(run.info.run_id)}

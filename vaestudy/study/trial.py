@@ -262,8 +262,34 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         _train(study, cfg, run)
 
 
+class ComputeClock:
+    """A trial's in-process compute, in seconds: the wall time from building its `Trainer` to
+    the end of its final evaluation, less the time spent in the callbacks it wraps (MLflow
+    logging, Tune's reports and checkpoints). Logged as `time/compute_s`: what the trial costs
+    without Ray and MLflow (`benchmarks/quickstart_time.py` sets a study's wall time against
+    it)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.outside = 0.0
+
+    def outside_of(self, fn: Callable[..., None]) -> Callable[..., None]:
+        def timed(*args: Any) -> None:
+            began = time.perf_counter()
+            try:
+                fn(*args)
+            finally:
+                self.outside += time.perf_counter() - began
+
+        return timed
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.outside
+
+
 def _train(study: Study, cfg: RunConfig, run: TrialRun) -> None:
     """One trial's training, reports and end (see the module doc)."""
+    clock = ComputeClock()
     trainer = Trainer(cfg)
     _restore(trainer, [run])
     last_good = trainer.save_bytes()
@@ -280,7 +306,8 @@ def _train(study: Study, cfg: RunConfig, run: TrialRun) -> None:
     restarts = 0
     while True:
         try:
-            result = trainer.fit(on_log=run.add_row, on_eval=on_eval)
+            result = trainer.fit(on_log=clock.outside_of(run.add_row),
+                                 on_eval=clock.outside_of(on_eval))  # fmt: skip
             break
         except Diverged as exc:
             run.add_row(trainer.history[-1])  # the interval that diverged
@@ -294,6 +321,8 @@ def _train(study: Study, cfg: RunConfig, run: TrialRun) -> None:
                 continue
             tune.report(_fail(study, run, exc))
             return
+    compute_s = clock.seconds()
+    run.log_final({"compute_s": compute_s}, result.steps, prefix="time/")
     tune.report(_finish(study, run, trainer, result))
 
 
