@@ -56,7 +56,7 @@ def conclude(study: Study, session: Session, tuned: Tuned) -> StudyOutcome:
         raise server_watch.TrackingLost
     client, parent_id = session.client, tuned.parent_run_id
     orphans = close_orphans(client, tuned.experiment_id, parent_id, tuned.ended_cleanly)
-    finished, failed, causes = _count_children(client, parent_id)
+    finished, failed, causes = _count_children(client, tuned.experiment_id, parent_id)
     report = None
     if finished or failed:
         report = build_report(session.reader, study.name, parent_id)
@@ -80,10 +80,12 @@ def conclude(study: Study, session: Session, tuned: Tuned) -> StudyOutcome:
     )
 
 
-def _count_children(client: MlflowClient, parent_id: str) -> tuple[int, int, tuple[str, ...]]:
+def _count_children(
+    client: MlflowClient, experiment: str, parent_id: str
+) -> tuple[int, int, tuple[str, ...]]:
     """The study's trial runs: finished, failed (diverged or errored), and the reasons of the
     errored ones (they did not reach their own end: an error, not a result)."""
-    runs = trial_runs(client, client.get_run(parent_id))
+    runs = trial_runs(client, experiment, parent_id)
     finished = sum(r.info.status == "FINISHED" for r in runs)
     failed = sum(r.info.status == "FAILED" for r in runs)
     errored = [r for r in runs if r.info.status == "FAILED" and not ended(r)]

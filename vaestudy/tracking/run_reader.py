@@ -242,10 +242,10 @@ class ClientReader(RunReader):
         return [self.record(r) for r in study_runs(self.client, exp.experiment_id, study)]
 
     def trial_runs(self, parent: RunRecord) -> list[RunRecord]:
-        from vaestudy.tracking.runs import search_all
+        from vaestudy.tracking.runs import trial_runs
 
-        parent_is = f"tags.`{PARENT}` = '{parent.run_id}'"
-        return [self.record(r) for r in search_all(self.client, parent.experiment_id, parent_is)]
+        runs = trial_runs(self.client, parent.experiment_id, parent.run_id)
+        return [self.record(r) for r in runs]
 
     def history(self, run_id: str, keys: Sequence[str]) -> History:
         points = []

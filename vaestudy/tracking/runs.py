@@ -91,10 +91,9 @@ def latest_study_run(client: MlflowClient, experiment: str, study: str) -> Run |
     return runs[0] if runs else None
 
 
-def trial_runs(client: MlflowClient, parent: Run) -> list[Run]:
-    """The trial (child) runs of the study run `parent`."""
-    parent_is = f"tags.`{PARENT}` = '{parent.info.run_id}'"
-    return search_all(client, parent.info.experiment_id, parent_is)
+def trial_runs(client: MlflowClient, experiment: str, parent_run_id: str) -> list[Run]:
+    """The trial (child) runs of the study run `parent_run_id` in `experiment`."""
+    return search_all(client, experiment, f"tags.`{PARENT}` = '{parent_run_id}'")
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: list[Metric]) -> None:
