@@ -54,7 +54,8 @@ def overrides(args: argparse.Namespace, concurrent: int, name: str, pack: int = 
         "data.test_limit=500",
         f"train.epochs={args.epochs}",
         "train.iwae_samples=20",
-        "train.device=cpu",
+        f"train.device={args.device}",
+        f"study.resources.gpu={0 if args.device == 'cpu' else round(1 / concurrent, 3)}",
         f"study.num_trials={args.trials}",
         f"study.max_concurrent={concurrent}",
         f"study.resources.cpu={os.cpu_count() / concurrent:g}",
@@ -120,6 +121,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: concurrent trials share it")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--train-limit", type=int, default=4000)

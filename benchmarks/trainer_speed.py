@@ -1,6 +1,7 @@
 """Trainer throughput: the seed notebooks' loop against vaestudy's trainer, side by side.
 
     python -m benchmarks.trainer_speed --data ../shared/data [--device cuda] [--steps 300]
+        [--compile default reduce-overhead]
 
 Both train the same MLP VAE (784-512-128-16) with the same objective, batch size and number of
 steps on the same device, in one process. The seed-style loop is what the notebooks do: a
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from benchmarks.common import base_parser, device_name
+from benchmarks.common import WARMUP, base_parser, device_name, synchronize, timed_loop
 from vaestudy.config.run import RunConfig
 from vaestudy.training.divergences import gaussian_kl, mmd
 from vaestudy.training.models import build_model
@@ -47,7 +48,8 @@ def seed_style(name: str, root: str, device: torch.device, batch: int, steps: in
     done, start = 0, None
     while done < steps:
         for x, _ in loader:
-            if done == 5:  # warm-up excluded
+            if done == WARMUP:  # warm-up excluded
+                synchronize(device)
                 start = time.perf_counter()
             x = x.to(device)
             mu, logvar = model.encode(x)
@@ -76,15 +78,18 @@ def seed_style(name: str, root: str, device: torch.device, batch: int, steps: in
             done += 1
             if done >= steps:
                 break
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (steps - 5) * batch / (time.perf_counter() - start)
+    synchronize(device)
+    return (steps - WARMUP) * batch / (time.perf_counter() - start)
 
 
 def vaestudy_style(
-    name: str, root: str, device: torch.device, batch: int, steps: int, compile: bool = False
+    name: str, root: str, device: torch.device, batch: int, steps: int, compile: str | None = None
 ) -> float:
-    train = {"batch_size": batch, "device": str(device), "log_every": 100, "compile": compile}
+    """vaestudy's trainer, its training loop alone (`timed_loop`); `compile`: a
+    `train.compile_mode` (default, reduce-overhead: CUDA graphs on a GPU) or None."""
+    train = {"batch_size": batch, "device": str(device), "log_every": 100}
+    if compile:
+        train |= {"compile": True, "compile_mode": compile}
     cfg = RunConfig.model_validate(
         {
             "data": {"root": root, "pixels": "bernoulli"},
@@ -92,16 +97,7 @@ def vaestudy_style(
             "train": train,
         }
     )
-    trainer = Trainer(cfg)
-    trainer.evaluate = lambda full=True: {}  # time the training loop only
-    trainer.total_steps = 5
-    trainer.fit()  # warm-up
-    trainer.total_steps = steps
-    start = time.perf_counter()
-    trainer.fit()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (steps - 5) * batch / (time.perf_counter() - start)
+    return (steps - WARMUP) * batch / timed_loop(Trainer(cfg), steps - WARMUP)
 
 
 def interleaved_medians(repeats: int, measures: list[Callable[[], float]]) -> list[float]:
@@ -116,7 +112,13 @@ def interleaved_medians(repeats: int, measures: list[Callable[[], float]]) -> li
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0], steps=300)
-    parser.add_argument("--compile", action="store_true", help="add a train.compile column")
+    parser.add_argument(
+        "--compile",
+        nargs="*",
+        default=[],
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="add a train.compile column per mode (reduce-overhead: CUDA graphs on a GPU)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="median of this many runs")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -125,19 +127,16 @@ def main() -> None:
         f"MLP VAE, batch {args.batch}, {args.steps} steps, device {name_dev}, "
         f"median of {args.repeats} runs\n"
     )
-    extra = " vaestudy + compile samples/s | ratio |" if args.compile else ""
+    extra = "".join(f" vaestudy + compile {mode} samples/s | ratio |" for mode in args.compile)
     print(f"| objective | seed-style samples/s | vaestudy samples/s | ratio |{extra}")
-    print("|---|---:|---:|---:|" + ("---:|---:|" if args.compile else ""))
+    print("|---|---:|---:|---:|" + "---:|---:|" * len(args.compile))
     for name in OBJECTIVES:
         run = (name, args.data, device, args.batch, args.steps)
         measures = [partial(seed_style, *run), partial(vaestudy_style, *run)]
-        if args.compile:
-            measures.append(partial(vaestudy_style, *run, True))
-        a, b, *c = interleaved_medians(args.repeats, measures)
-        line = f"| {name} | {a:,.0f} | {b:,.0f} | {b / a:.2f}x |"
-        if c:
-            line += f" {c[0]:,.0f} | {c[0] / a:.2f}x |"
-        print(line)
+        measures += [partial(vaestudy_style, *run, mode) for mode in args.compile]
+        a, *ours = interleaved_medians(args.repeats, measures)
+        cells = " | ".join(f"{b:,.0f} | {b / a:.2f}x" for b in ours)
+        print(f"| {name} | {a:,.0f} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -11,17 +11,14 @@ evaluation is the same work either way). Prints trials per hour for each and the
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
-from benchmarks.common import base_parser, device_name
+from benchmarks.common import base_parser, device_name, timed_loop
 from vaestudy.config.run import RunConfig
 from vaestudy.training.data import load_data
 from vaestudy.training.trainer import Trainer
 from vaestudy.training.vectorized import VectorTrainer
-
-WARMUP = 5
 
 
 def configs(args: argparse.Namespace, k: int) -> list[RunConfig]:
@@ -39,19 +36,6 @@ def configs(args: argparse.Namespace, k: int) -> list[RunConfig]:
         )
         for i in range(k)
     ]
-
-
-def timed_loop(trainer: Trainer, steps: int) -> float:
-    trainer.total_steps = WARMUP
-    trainer._train_loop(None, None)
-    trainer.total_steps = WARMUP + steps
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    trainer._train_loop(None, None)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -3,9 +3,12 @@ helpers that write study files and run the CLI."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +16,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import vaestudy  # noqa: F401  (first: sets Ray's environment before anything imports ray)
 
@@ -59,6 +65,7 @@ def write_study(tmp_path: Path, shared_data: Path, **study_changes: Any) -> Path
         "objective.multiplier.lr": {"loguniform": [1.0e-5, 1.0e-3]},
         "objective.multiplier.ema": {"uniform": [0.9, 0.999]},
     }
+    raw["study"]["resources"] = {"cpu": 1, "gpu": 0}  # trains on CPU: this machine has no GPU
     raw["study"].update(study_changes)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -164,3 +171,117 @@ def server(server_db: Path):
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA without a GPU (../shared/notes/gpu-without-a-gpu.md): fake CUDA tensors run every op of
+# a step for shapes, dtypes and devices without computing anything; mixing a CPU tensor into a
+# CUDA op raises FakeTensorDeviceMismatchError, as a GPU would; `DeviceTraffic` records host
+# syncs (`.item()`, `.tolist()`, `float(t)` on a CUDA tensor) and host-to-device copies.
+
+
+class DeviceTraffic(TorchDispatchMode):
+    """Records every op that reads a CUDA value on the host (a sync) or copies a non-scalar
+    CPU tensor to CUDA, with the vaestudy line that asked for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        out = func(*args, **kwargs)
+        outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if func is torch.ops.aten._local_scalar_dense.default and inputs[0].is_cuda:
+            self.events.append(f"host sync ({func}) at {_caller()}")
+        elif any(t.is_cuda for t in outputs) and any(
+            t.device.type == "cpu" and t.dim() > 0 for t in inputs
+        ):
+            self.events.append(f"host-to-device copy ({func}) at {_caller()}")
+        return out
+
+
+def _caller() -> str:
+    import traceback
+
+    ours = [f for f in traceback.extract_stack() if f"{os.sep}vaestudy{os.sep}" in f.filename]
+    return f"{ours[-1].filename}:{ours[-1].lineno}: {ours[-1].line}" if ours else "?"
+
+
+def _zero_grads_of_leaves(tensors, *args: Any, **kwargs: Any) -> None:
+    """Stands in for `torch.autograd.backward`: the autograd engine needs a CUDA context that
+    no fake tensor can give. Each leaf the graph reaches gets a zero gradient of its own shape,
+    dtype and device, as the real backward would give it (kernels inside the backward neither
+    sync nor mix devices: only Python code around them could)."""
+    stack = [t.grad_fn for t in ([tensors] if isinstance(tensors, torch.Tensor) else tensors)]
+    seen: set[Any] = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)
+        if leaf is not None and leaf.grad is None:
+            leaf.grad = torch.zeros_like(leaf)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+
+
+def _no_grads(outputs, inputs, *args: Any, **kwargs: Any) -> tuple[None, ...]:
+    """Stands in for `torch.autograd.grad` (as above): None for every input, which
+    `torch.func.grad` turns into zeros of the input's shape and device."""
+    return tuple(None for _ in (inputs if isinstance(inputs, (list, tuple)) else [inputs]))
+
+
+class FakeCuda:
+    """`with fake_cuda:` runs its block on fake CUDA tensors; `with fake_cuda.watch() as
+    events:` records `DeviceTraffic` inside it. `generators` lists the devices vaestudy asked
+    CUDA generators for (a CPU generator stands in: none can be made without a driver)."""
+
+    def __init__(self) -> None:
+        self.mode = FakeTensorMode(allow_non_fake_inputs=True)
+        self.generators: list[torch.device] = []
+        self.rng_states: list[torch.Tensor] = []
+
+    def __enter__(self) -> FakeCuda:
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.mode.__exit__(*exc)
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[list[str]]:
+        traffic = DeviceTraffic()
+        with traffic:
+            yield traffic.events
+
+    def generator(self, device: torch.device, seed: int) -> torch.Generator:
+        self.generators.append(torch.device(device))
+        return torch.Generator().manual_seed(seed)
+
+    def set_rng_state(self, state: torch.Tensor, device: Any = "cuda") -> None:
+        """As CUDA's: it takes a CPU ByteTensor of its own generator's size and nothing else."""
+        if state.device.type != "cpu" or state.dtype != torch.uint8:
+            raise TypeError("RNG state must be a torch.ByteTensor")
+        self.rng_states.append(state)
+
+
+CUDA_RNG_STATE_BYTES = 16  # a CUDA (Philox) generator's state: seed and offset
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
+    import vaestudy.training.trainer as trainer
+
+    fake = FakeCuda()
+    monkeypatch.setattr(torch.autograd, "backward", _zero_grads_of_leaves)
+    monkeypatch.setattr(torch.autograd, "grad", _no_grads)
+    monkeypatch.setattr(trainer, "device_generator", fake.generator)
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_rng_state",
+        lambda device="cuda": torch.zeros(CUDA_RNG_STATE_BYTES, dtype=torch.uint8),
+    )
+    monkeypatch.setattr(torch.cuda, "set_rng_state", fake.set_rng_state)
+    return fake

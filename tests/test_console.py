@@ -27,7 +27,10 @@ def test_rows_show_variants_constraints_and_what_waits(tmp_path):
     table = text.split("study cpu-compare")[-1]
     assert "kl_annealing[kind=linear]" in table
     assert "recon 125/120 ✗" in table and "recon 2" in table
-    assert "1 running; 22 waiting for a free slot (at most 2 at a time, 1 CPU each)" in table
+    assert (
+        "1 running; 22 waiting for a free slot (at most 2 at a time, 1 CPU (trains on cpu) each)"
+        in table
+    )
 
 
 def test_a_narrow_console_folds_labels_instead_of_cutting_them(tmp_path):

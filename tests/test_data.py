@@ -7,6 +7,7 @@ import torch
 from tests.conftest import write_idx
 from vaestudy.config.run import DataConfig
 from vaestudy.errors import DataError
+from vaestudy.training.data import images as intensities
 from vaestudy.training.data import load_data
 from vaestudy.training.datasets import data_problem
 
@@ -20,8 +21,9 @@ def test_loads_idx_files_written_by_the_test(tmp_path):
     write_idx(raw, "train", images, np.array([7, 1, 4]))
     write_idx(raw, "t10k", images[:2], np.array([2, 3]))
     data = load_data(DataConfig(root=str(tmp_path), pixels="bernoulli", validation=0), CPU)
-    assert data.train_x.shape == (3, 1, 28, 28) and data.train_x.dtype == torch.float32
-    assert data.train_x[0, 0, 0, 0] == 1.0 and data.train_x[1, 0, 5, 7] == pytest.approx(0.2)
+    assert data.train_x.shape == (3, 1, 28, 28) and data.train_x.dtype == torch.uint8  # as stored
+    assert data.train_x[0, 0, 0, 0] == 255 and data.train_x[1, 0, 5, 7] == 51
+    assert intensities(data.train_x)[1, 0, 5, 7] == pytest.approx(0.2)
     assert data.train_y.tolist() == [7, 1, 4] and data.test_y.tolist() == [2, 3]
     x, y = data.batch(torch.tensor([2, 0]))
     assert torch.equal(y, torch.tensor([4, 7])) and x[0].min() == 1.0
@@ -30,7 +32,8 @@ def test_loads_idx_files_written_by_the_test(tmp_path):
 def test_binarized_batches_are_fresh_samples_and_test_split_is_fixed(tiny_mnist):
     cfg = DataConfig(root=str(tiny_mnist), pixels="binarized", seed=3)
     data = load_data(cfg, CPU)
-    assert set(data.test_x.unique().tolist()) <= {0.0, 1.0}
+    assert set(data.test_x.unique().tolist()) <= {0, 255}
+    assert set(intensities(data.test_x).unique().tolist()) <= {0.0, 1.0}
     assert torch.equal(data.test_x, load_data(cfg, CPU).test_x)
     idx = torch.arange(8)
     a, _ = data.batch(idx)
@@ -49,7 +52,7 @@ def test_limits_and_shared_subset(shared_data):
 
 
 def _rows(x: torch.Tensor) -> set[bytes]:
-    return {bytes(row.flatten().mul(255).round().to(torch.uint8).tolist()) for row in x}
+    return {bytes(row.flatten().tolist()) for row in x}  # uint8 as stored
 
 
 def test_validation_split_is_disjoint_sized_and_seeded(shared_data):

@@ -17,7 +17,7 @@ from torch import nn
 
 from tests.conftest import REPO
 from vaestudy.config.run import load_run_config
-from vaestudy.training.data import load_data
+from vaestudy.training.data import images, load_data
 from vaestudy.training.trainer import Trainer
 
 STEPS = 400  # the seed's 10 epochs, of the bundled 4,000-image subset
@@ -89,7 +89,7 @@ def test_the_seed_configuration_moves_lambda_as_the_seed_does(shared_data):
     # λ after each update, so vaestudy's row t + 1 is the reference's row t.
     ours = [(r["lambda/neg_elbo"], r["lambda/mmd"]) for r in result.history][1:]
     data = load_data(cfg.data, torch.device("cpu"))
-    refs = [seed_lambda_path(data.train_x, seed)[: STEPS - 1] for seed in (0, 1)]
+    refs = [seed_lambda_path(images(data.train_x), seed)[: STEPS - 1] for seed in (0, 1)]
 
     # As in the seed's printout, λ1 falls once −ELBO is under ε1 = 86 (on this subset it starts
     # near 182, so λ1 first rises for some 80 steps) and λ2 rises (MMD × 10⁴ stays over 5).

@@ -14,6 +14,7 @@ from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
 from vaestudy.tracking.tags import PARENT
 
+KAPPA = {"objective.kappa": {"uniform": [80.0, 120.0]}}
 STUDIES = sorted((REPO / "studies").rglob("*.yaml")) + [REPO / "examples" / "plugin" / "study.yaml"]
 
 
@@ -33,6 +34,28 @@ def test_every_shipped_study_validates(path):
         ({"search": {"objective.kl": {"choice": []}}}, "at least 1 item"),
         ({"search": {"objective": {"choice": [{"name": "vqvae"}]}}}, "vqvae"),
         ({"resources": {"gpu": 2}}, "study.resources.gpu"),
+        (
+            {"search": {**KAPPA, "train.device": "cuda"}},
+            "train.device: cuda, but study.resources.gpu is 0: the trial would use a GPU Ray "
+            "did not give it",
+        ),
+        (
+            {"search": {**KAPPA, "train.device": {"choice": ["cpu", "cuda"]}}},
+            "train.device: cuda, but study.resources.gpu is 0",
+        ),
+        (
+            {"search": {**KAPPA, "train.device": "cpu"}, "resources": {"gpu": 0.25}},
+            "train.device: cpu, but study.resources.gpu is 0.25: each trial would hold a GPU",
+        ),
+        (
+            {"search": {**KAPPA, "train.device": "cuda:1"}, "resources": {"gpu": 0.5}},
+            "train.device: cuda:1: in a study Ray assigns each trial its GPU",
+        ),
+        (
+            {"resources": {"gpu": 0.25}},
+            "study.resources.gpu: each trial asks for 0.25 of a GPU, but this machine has no "
+            "GPU to give it",
+        ),
         ({"metric": "val/nonsense"}, "unknown metric"),
         (
             {"metric": "test/kl"},
@@ -50,9 +73,11 @@ def test_bad_study_fails_before_anything_starts(
     tmp_path, shared_data, capsys, monkeypatch, change, message
 ):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("vaestudy.study.preflight.gpu_memory", list)  # no GPU, whatever the host
     path = write_study(tmp_path, shared_data, **change)
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
-        load_study(path)
+    if "this machine has no GPU" not in message:  # a preflight problem, not the file's
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+            load_study(path)
     assert main(["run", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and message in err and "Traceback" not in err

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from vaestudy.config.run import RunConfig
+from vaestudy.training.data import images
 from vaestudy.training.evaluation import iwae_log_likelihood
 from vaestudy.training.objectives.base import Objective
 from vaestudy.training.trainer import Trainer
@@ -40,7 +41,7 @@ def test_training_lowers_test_negative_elbo(trained_elbo):
 
 def test_iwae_k1_equals_single_sample_elbo(trained_elbo):
     trainer, _, _ = trained_elbo
-    model, x = trainer.model, trainer.data.test_x[:64]
+    model, x = trainer.model, images(trainer.data.test_x[:64])
     mc = Objective.__new__(Objective)
     torch.nn.Module.__init__(mc)
     mc.cfg, mc.nll = type("Cfg", (), {"kl": "mc"})(), trainer.objective.nll
@@ -54,7 +55,7 @@ def test_iwae_k1_equals_single_sample_elbo(trained_elbo):
 
 def test_iwae_bound_grows_with_k_on_a_trained_model(trained_elbo):
     trainer, _, result = trained_elbo
-    model, nll, x = trainer.model, trainer.objective.nll, trainer.data.test_x[:200]
+    model, nll, x = trainer.model, trainer.objective.nll, images(trainer.data.test_x[:200])
     torch.manual_seed(0)
     bounds = [iwae_log_likelihood(model, nll, x, None, k).mean().item() for k in (1, 10, 100)]
     assert bounds[0] < bounds[1] < bounds[2]
@@ -82,12 +83,13 @@ def test_checkpoint_resume_continues_the_same_run(shared_data):
     assert result.steps == 20 and [r["step"] for r in result.history] == [10.0, 20.0]
 
 
-def test_nan_in_the_data_is_reported_as_divergence(shared_data):
+def test_a_non_finite_value_is_reported_as_divergence(shared_data):
     from vaestudy.training.trainer import Diverged
 
     cfg = make_cfg(shared_data, data={"pixels": "bernoulli"})
     trainer = Trainer(cfg)
-    trainer.data.train_x[7] = float("nan")  # one poisoned image
+    with torch.no_grad():
+        next(trainer.model.parameters())[0, 7] = float("nan")  # one poisoned weight
     with pytest.raises(Diverged, match="non-finite") as err:
         trainer.fit()
     assert err.value.step <= 20 and trainer.history[-1]["step"] == err.value.step

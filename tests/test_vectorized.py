@@ -152,7 +152,8 @@ def test_a_diverging_member_fails_alone(tiny_mnist):
 
 def test_vectorised_checkpoint_resumes_where_it_stopped(tiny_mnist):
     """Save after 4 steps, load into a fresh VectorTrainer, train to 8: the stacked parameters,
-    multipliers and trajectories equal those of an uninterrupted run."""
+    multipliers and trajectories equal those of an uninterrupted run (the checkpoint carries
+    the global random state: the reparameterisation noise continues, not restarts)."""
     cfgs = vector_cfgs(
         tiny_mnist,
         {"name": "lagvae", "multiplier": {"lr": 1e-2}},
@@ -166,10 +167,10 @@ def test_vectorised_checkpoint_resumes_where_it_stopped(tiny_mnist):
     first.total_steps = 4
     torch.manual_seed(5)
     first._train_loop(None, None)
-    blob, rng = first.save_bytes(), torch.get_rng_state()
+    blob = first.save_bytes()
     resumed = VectorTrainer(cfgs)
+    torch.manual_seed(999)  # the checkpoint restores the random streams itself
     resumed.load_bytes(blob)
-    torch.set_rng_state(rng)
     resumed._train_loop(None, None)
 
     assert resumed.step == straight.step == 8

@@ -33,8 +33,13 @@ EXIT_DIVERGED = 1  # `vaestudy train`: the run diverged, so it has no result
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from vaestudy.config.run import load_run_config
+    from vaestudy.errors import ConfigError
     from vaestudy.training.progress import print_metrics, train_with_progress
+    from vaestudy.training.trainer import Diverged, device_problem
 
+    cfg = load_run_config(args.config, args.set)
+    if problem := device_problem(cfg.train.device):
+        raise ConfigError(f"{args.config}: {problem}")
     if args.members:
         from vaestudy.training.progress import print_members
         from vaestudy.training.vectorized import VectorTrainer, member_configs
@@ -42,9 +47,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfgs, varied = member_configs(args.config, args.set, args.members)
         print_members(varied, VectorTrainer(cfgs).fit())
         return 0
-    from vaestudy.training.trainer import Diverged
-
-    cfg = load_run_config(args.config, args.set)
     try:
         result = train_with_progress(cfg)
     except Diverged as exc:  # a result of the settings, not a fault: named, no traceback
@@ -96,6 +98,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(
         f"{args.study}: study {spec.name!r} is valid and can start here (data, tracking store, "
         f"storage, resources checked): {spec.num_trials} trials{spec.per_variant}{packs}, "
+        f"{spec.resources.label} each, "
         f"{len(study.searched_keys)} searched keys ({', '.join(study.searched_keys)}), "
         f"metric {spec.metric} ({spec.mode}), sampler {spec.sampler.kind}; yardstick "
         f"{yardstick}; the search sees {spec.search_constraints} constraints"

@@ -163,7 +163,12 @@ class TrainConfig(Section):
     optimizer: Literal["adam", "adamax", "rmsprop", "sgd"] = "adam"
     betas: tuple[float, float] = (0.9, 0.999)
     seed: int = 0
-    device: str = "auto"
+    device: str = Field(
+        "auto",
+        description="auto: cuda when there is one (in a study: when the trial has a GPU from "
+        "study.resources.gpu), else cpu; or cpu, cuda, cuda:N (not in a study: Ray picks the "
+        "GPU), mps",
+    )
     threads: int | None = Field(
         None,
         gt=0,
@@ -184,7 +189,19 @@ class TrainConfig(Section):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
         "default", description="torch.compile mode; reduce-overhead captures CUDA graphs on GPU"
     )
-    bf16: bool = Field(False, description="bfloat16 autocast of the forward pass (CUDA only)")
+    bf16: bool = Field(
+        False,
+        description="bfloat16 autocast of the networks (CUDA only); divergences, likelihoods "
+        "and constraint values stay float32",
+    )
+    tf32: bool = Field(
+        False,
+        description="CUDA: TF32 matrix products and convolutions (faster on Ampere/Hopper, "
+        "about 3 decimal digits); default full float32",
+    )
+    deterministic: bool = Field(
+        False, description="deterministic kernels only (torch.use_deterministic_algorithms)"
+    )
     max_lambda: float = Field(
         1e5, gt=0, description="a multiplier above this counts as running away (trial stops)"
     )

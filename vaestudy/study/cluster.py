@@ -16,7 +16,13 @@ from pathlib import Path
 import ray
 
 from vaestudy.errors import ClusterError
-from vaestudy.study.preflight import PreflightError, ray_address, resource_problem
+from vaestudy.study.gpus import gpu_memory
+from vaestudy.study.preflight import (
+    PreflightError,
+    memory_problem,
+    ray_address,
+    resource_problem,
+)
 from vaestudy.study.spec import Study
 from vaestudy.tracking.processes import descendants, kill
 from vaestudy.tracking.stores import (
@@ -93,12 +99,30 @@ def _ray_temp() -> str:
     return os.environ.get("RAY_TMPDIR") or os.path.join(tempfile.gettempdir(), "ray")
 
 
-def check_cluster(study: Study, address: str | None) -> None:
-    """On a cluster (Ray was given an address), check that one trial fits on some node."""
+def check_cluster(study: Study, address: str | None, timeout: float = 60.0) -> None:
+    """On a cluster (Ray was given an address), check that one trial fits on some node: its
+    CPUs, a GPU if it asks for one, and its estimated device memory in its share of the
+    smallest GPU of the cluster's GPU nodes (asked of each node by a task pinned to it)."""
     if not ray_address(address):
         return  # local: checked before anything started (vaestudy.study.preflight)
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    problem = resource_problem(study.spec.resources, nodes)
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    problem = resource_problem(
+        study.spec.resources, [n["Resources"] for n in alive], "the Ray cluster"
+    )
+    if problem is None and study.spec.resources.gpu:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe = ray.remote(num_cpus=0)(gpu_memory)
+        refs = [
+            probe.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote()
+            for n in alive
+            if n["Resources"].get("GPU", 0) > 0
+        ]
+        sizes = [size for sizes in ray.get(refs, timeout=timeout) for size in sizes]
+        if sizes:
+            problem = memory_problem(study, min(sizes), "the cluster")
     if problem is not None:
         raise PreflightError(study.source, [problem])
 

@@ -170,7 +170,7 @@ class StudyProgress:
         waiting = self.study.spec.num_trials - len(self.rows)
         waits = (
             f"; {waiting} waiting for a free slot (at most {self.study.spec.max_concurrent} at "
-            f"a time, {self.study.spec.resources.cpu:g} CPU each)"
+            f"a time, {self.study.spec.resources.label} each)"
             if waiting > 0 and running
             else ""
         )

@@ -8,12 +8,16 @@
   temporary files) live on has room (`vaestudy.study.disk_watch`). On a cluster, each node's own
   reach is checked once Ray is connected (`vaestudy.study.cluster.check_nodes_reach`).
 - **Cluster and resources**: one trial's request (`study.resources`) fits on one node: this
-  machine's CPUs for a local run; with `--address`, the head node answers on its port, and the
-  request is checked against the cluster's nodes once Ray is connected.
+  machine's CPUs and GPUs for a local run; with `--address`, the head node answers on its
+  port, and the request is checked against the cluster's nodes once Ray is connected. A study
+  asking for GPUs where there are none is refused, saying what there is; and a trial's device
+  memory, estimated (`vaestudy.training.memory`), must fit the fraction of a GPU it asks for
+  (`study.resources.gpu` × the smallest GPU).
 
 Every problem is reported together in one `PreflightError` (the CLI exits with status 2).
-`vaestudy validate` runs the same checks. Standard library and the configs only: no torch,
-Ray or MLflow (pyarrow, to open a storage URI such as `s3://...`, only when one is given).
+`vaestudy validate` runs the same checks. Standard library and the configs only: no Ray or
+MLflow (pyarrow, to open a storage URI such as `s3://...`, only when one is given; torch, to
+count a network's parameters on its `meta` device, only for a study that asks for GPUs).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from vaestudy.config.run import DataConfig, RunConfig
 from vaestudy.errors import UserError
 from vaestudy.study.disk_watch import low_space, study_paths
+from vaestudy.study.gpus import gpu_memory
 from vaestudy.study.spec import Resources, Study
 from vaestudy.tracking.stores import (
     database_problem,
@@ -48,7 +53,7 @@ class PreflightError(UserError):
         self.problems = list(problems)
 
 
-def _trial_configs(study: Study, sections: tuple[str, ...]) -> list[RunConfig]:
+def trial_configs(study: Study, sections: tuple[str, ...]) -> list[RunConfig]:
     """Trial configurations of `study` at every combination of the extremes of its searched
     keys in `sections` (e.g. data, model)."""
     extremes = study.extremes()
@@ -66,7 +71,7 @@ _NOT_FILES = {"pixels", "gaussian_sigma", "train_limit", "test_limit", "validati
 def data_configs(study: Study) -> list[DataConfig]:
     """Every distinct data configuration (as far as the files go) a trial of `study` can have."""
     found: dict[str, DataConfig] = {}
-    for cfg in _trial_configs(study, ("data",)):
+    for cfg in trial_configs(study, ("data",)):
         found.setdefault(cfg.data.model_dump_json(exclude=_NOT_FILES), cfg.data)
     return list(found.values())
 
@@ -79,7 +84,7 @@ def shape_problems(study: Study) -> list[str]:
         for cfg in data_configs(study)
     }
     problems: dict[str, None] = {}  # in order, once each
-    for cfg in _trial_configs(study, ("data", "model")):
+    for cfg in trial_configs(study, ("data", "model")):
         shape = shapes.get(cfg.data.model_dump_json(exclude=_NOT_FILES))
         if shape is not None and (problem := cfg.model.shape_problem(shape)):
             size = "x".join(map(str, shape))
@@ -87,17 +92,50 @@ def shape_problems(study: Study) -> list[str]:
     return list(problems)
 
 
-def resource_problem(resources: Resources, nodes: Sequence[Mapping[str, float]]) -> str | None:
+def resource_problem(
+    resources: Resources, nodes: Sequence[Mapping[str, float]], where: str
+) -> str | None:
     """Why one trial's request cannot be placed on any of `nodes` (each node's total resources,
-    Ray's names: CPU, GPU), or None. A GPU request on GPU-less nodes is no problem: trials then
-    run on CPU (the runner says so)."""
+    Ray's names: CPU, GPU) of `where` (this machine, the Ray cluster), or None."""
     most = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
     if resources.cpu > most:
         return (
             f"study.resources.cpu: each trial asks for {resources.cpu:g} CPUs, but the largest "
             f"node has {most:g}; lower it (trials would stay PENDING forever)"
         )
+    if resources.gpu and not any(node.get("CPU", 0) >= resources.cpu and node.get("GPU", 0)
+                                 for node in nodes):  # fmt: skip
+        cpus, gpus = (sum(node.get(k, 0.0) for node in nodes) for k in ("CPU", "GPU"))
+        count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}: " if len(nodes) > 1 else ""
+        return (
+            f"study.resources.gpu: each trial asks for {resources.gpu:g} of a GPU, but {where} "
+            f"has no GPU to give it ({count}{cpus:g} CPUs, {gpus:g} GPUs); set "
+            "study.resources.gpu: 0 to train on CPU (train.device: auto then means cpu), or "
+            "run where there are GPUs (trials would stay PENDING forever)"
+        )
     return None
+
+
+def memory_problem(study: Study, gpu_bytes: int, where: str) -> str | None:
+    """Why a trial of `study` (a pack, with `study.pack`) cannot fit `study.resources.gpu` of a
+    GPU of `gpu_bytes` on `where`, or None: the largest estimate over every data, model and
+    training configuration the search can produce."""
+    from vaestudy.training.memory import GIB, describe, trial_memory
+
+    share = study.spec.resources.gpu * gpu_bytes
+    estimates = [trial_memory(cfg, study.spec.pack)
+                 for cfg in trial_configs(study, ("data", "model", "train"))]  # fmt: skip
+    known = [parts for parts in estimates if parts is not None]
+    worst = max(known, key=lambda parts: sum(parts.values()), default=None)
+    if worst is None or sum(worst.values()) <= share:
+        return None
+    unit = "pack" if study.spec.pack > 1 else "trial"
+    return (
+        f"study.resources.gpu: {study.spec.resources.gpu:g} of {where}'s {gpu_bytes / GIB:.1f} "
+        f"GiB GPU is {share / GIB:.2f} GiB, but each {unit} needs {describe(worst)}; raise "
+        "study.resources.gpu (fewer trials share a GPU), or lower data.train_limit, "
+        "train.batch_size or study.pack"
+    )
 
 
 def ray_address(address: str | None) -> str | None:
@@ -133,7 +171,8 @@ def study_problems(
 ) -> list[str]:
     """Every reason `study` cannot start here (see the module doc); empty when it can."""
     problems = [p for cfg in data_configs(study) if (p := data_problem(cfg)) is not None]
-    if not problems:  # the shapes come from readable files
+    readable = not problems
+    if readable:  # the shapes come from readable files
         problems += shape_problems(study)
     problems.append(tracking_problem(tracking_uri))
     problems.append(database_problem(optuna_storage_url(optuna_storage), "Optuna storage"))
@@ -146,7 +185,11 @@ def study_problems(
     if ray_address(address):
         problems.append(cluster_problem(address))
     else:
-        problems.append(resource_problem(study.spec.resources, [{"CPU": os.cpu_count() or 1}]))
+        gpus = gpu_memory() if study.spec.resources.gpu else []
+        local = {"CPU": os.cpu_count() or 1, "GPU": len(gpus)}
+        problems.append(resource_problem(study.spec.resources, [local], "this machine"))
+        if gpus and readable:  # the estimate counts the data's images in their files
+            problems.append(memory_problem(study, min(gpus), "this machine"))
     return [p for p in problems if p is not None]
 
 

@@ -59,6 +59,15 @@ and its own Optuna result. Packed trials may differ only in what vectorised memb
 those keys; `resources` and `max_concurrent` then count packs. No scheduler and no divergence
 restarts with packs (a diverging member fails alone).
 
+Where trials run: `study.resources.gpu` (a fraction of one GPU per trial, or per pack) decides.
+With `train.device: auto` (the default) a trial trains on the GPU Ray gave it (`cuda`), and on
+the CPU when it asked for none: a trial never uses a GPU Ray did not give it, even on a node
+whose GPUs it can see. `train.device: cuda` needs `resources.gpu > 0` and `cpu` needs it 0 (a
+study with either mismatch is refused, naming both keys); `cuda:N` is refused (Ray picks the
+GPU). A study asking for GPUs where there are none (this machine, or every node of the
+cluster) is refused before it starts (`vaestudy.study.preflight`), and so is one whose trials
+cannot fit the fraction of a GPU they ask for.
+
 Everything is checked before anything starts: keys must exist in the template, and each
 distribution's extreme values (every choice) must give a valid trial config.
 """
@@ -185,6 +194,13 @@ class SchedulerSpec(_Spec):
 class Resources(_Spec):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0, le=1, description="fraction of one GPU per trial")
+
+    @property
+    def label(self) -> str:
+        """Where each trial trains, and on what: `1 CPU + 0.25 GPU (trains on cuda)`."""
+        if self.gpu:
+            return f"{self.cpu:g} CPU + {self.gpu:g} GPU (trains on cuda)"
+        return f"{self.cpu:g} CPU (trains on cpu)"
 
 
 class DivergencePolicy(_Spec):
@@ -454,6 +470,7 @@ class Study:
                         f"trial:\n{detail}"
                     ) from None
         self._check_confirm_seeds(base)
+        self._check_device()
         if self.spec.pack > 1:
             self._check_packable(base)
             if base.train.stop_saturated:
@@ -490,6 +507,37 @@ class Study:
                 f"{sorted(fresh)} overlap the search's train.seed values "
                 f"({sorted(fresh & used)}); confirmation needs seeds the search never used"
             )
+
+    def _check_device(self) -> None:
+        """One contract between `train.device` and `study.resources.gpu` (the module doc):
+        a trial trains on a GPU exactly when Ray gives it one."""
+        gpu = self.spec.resources.gpu
+        devices = {self.trial_config({}).train.device}
+        dist = self.distributions.get("train.device")
+        if isinstance(dist, Choice):
+            devices |= {str(d) for d in dist.choice}
+        for device in sorted(devices):
+            problem = None
+            if device.startswith("cuda:"):
+                problem = (
+                    f"train.device: {device}: in a study Ray assigns each trial its GPU, which "
+                    "the trial sees as cuda; write train.device: cuda (or auto) and set "
+                    "study.resources.gpu"
+                )
+            elif device == "cuda" and not gpu:
+                problem = (
+                    "train.device: cuda, but study.resources.gpu is 0: the trial would use a "
+                    "GPU Ray did not give it; set study.resources.gpu (e.g. 0.25: four trials "
+                    "share a GPU), or train.device: auto or cpu"
+                )
+            elif device == "cpu" and gpu:
+                problem = (
+                    f"train.device: cpu, but study.resources.gpu is {gpu:g}: each trial would "
+                    "hold a GPU it does not use; set study.resources.gpu: 0, or train.device: "
+                    "auto or cuda"
+                )
+            if problem:
+                raise ConfigError(f"{self.source}: {problem}")
 
     def _check_packable(self, base: RunConfig) -> None:
         allowed = member_keys(base)

@@ -68,7 +68,7 @@ from vaestudy.tracking.tags import (
 from vaestudy.training.feasibility import WORST, judge
 from vaestudy.training.image_grids import save_reconstructions, save_samples
 from vaestudy.training.plots import plot_trajectories
-from vaestudy.training.trainer import Diverged, Trainer, TrainResult
+from vaestudy.training.trainer import Diverged, Trainer, TrainResult, on_cpu
 from vaestudy.training.vectorized import VectorTrainer, member_view
 
 STATE_FILE = "trainer.pt"
@@ -119,7 +119,7 @@ def _open_run(
 ) -> tuple[TrialRun, RunConfig]:
     """The trial's config and child run, created or reopened (see `TrialRun.open`), params
     logged."""
-    cfg = with_threads(ctx.study.trial_config(params))
+    cfg = placed(ctx.study.trial_config(params))
     client = MlflowClient(ctx.tracking_uri)
     variant = ctx.study.variant(params)
     confirms = params.get(CONFIRMS)
@@ -145,13 +145,17 @@ def _open_run(
     return run, cfg
 
 
-def with_threads(cfg: RunConfig) -> RunConfig:
-    """The config with the CPU thread count this worker trains with (Ray sets it from the
-    trial's CPUs), so the logged config repeats the trial's float sums exactly."""
-    if cfg.train.threads is not None:
-        return cfg
-    train = cfg.train.model_copy(update={"threads": torch.get_num_threads()})
-    return cfg.model_copy(update={"train": train})
+def placed(cfg: RunConfig) -> RunConfig:
+    """The config as this worker trains it, and as its run logs it: `train.device: auto`
+    resolved by what Ray gave the trial (`cuda` with a GPU, else `cpu`: never a GPU Ray did not
+    give it, though a trial without one sees every GPU of its node), and the CPU thread count
+    (Ray sets it from the trial's CPUs), so the logged config repeats the trial's float sums."""
+    update: dict[str, Any] = {}
+    if cfg.train.device == "auto":
+        update["device"] = "cuda" if ray.get_gpu_ids() else "cpu"
+    if cfg.train.threads is None:
+        update["threads"] = torch.get_num_threads()
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=update)})
 
 
 def _closed_report(study: Study, run: TrialRun) -> dict[str, Any]:
@@ -400,7 +404,8 @@ def _log_artifacts(run: TrialRun, trainer: Trainer, study_name: str) -> None:
         plot_trajectories(
             [trainer.history], folder / "trajectories.png", f"{study_name}: {run.run_id[:8]}"
         )
+        # CPU tensors: the file loads on any machine, with or without a GPU.
         weights = {"model": trainer.model.state_dict(), "objective": trainer.objective.state_dict()}
-        torch.save(weights, folder / "model.pt")
+        torch.save(on_cpu(weights), folder / "model.pt")
         names = ("samples.png", "reconstructions.png", "trajectories.png", "model.pt")
         run.log_files([folder / name for name in names])

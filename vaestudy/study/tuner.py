@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -120,9 +119,6 @@ def tune_study(
         progress.started(ledger.name, parent_id, redacted(ledger.storage))
 
     ctx = TrialContext(study, session.uri, experiment, parent_id)
-    gpu = study.spec.resources.gpu
-    if gpu and not ray.cluster_resources().get("GPU"):
-        print(f"note: the Ray cluster has no GPU; trials run on CPU (study asked gpu={gpu})")
     trainable = _trainable(study, ctx, study.spec.pack)
     grids: list[tune.ResultGrid] = []
     uncounted = ledger.uncounted_failures()
@@ -247,13 +243,13 @@ class _Confirmation:
 
 
 def _trainable(study: Study, ctx: TrialContext, pack: int):
-    """The Tune trainable of one trial (or a pack) with the study's resources."""
-    gpu = study.spec.resources.gpu
-    if gpu and not ray.cluster_resources().get("GPU"):
-        gpu = 0
+    """The Tune trainable of one trial (or a pack) with the study's resources, as asked: a
+    GPU request is never dropped (a study asking for GPUs where there are none is refused
+    before it starts), and a trial trains on a GPU exactly when it got one (`trial.placed`)."""
     train = run_pack if pack > 1 else run_trial
+    resources = study.spec.resources
     return tune.with_resources(
-        tune.with_parameters(train, ctx=ctx), {"cpu": study.spec.resources.cpu, "gpu": gpu}
+        tune.with_parameters(train, ctx=ctx), {"cpu": resources.cpu, "gpu": resources.gpu}
     )
 
 

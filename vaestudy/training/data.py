@@ -1,19 +1,28 @@
-"""Datasets resident on the training device.
+"""Datasets resident on the training device, in their compact type.
 
 Each split is read once by its dataset (`vaestudy.training.datasets`: files under `root` in the
-dataset's published layout), turned into one float tensor of intensities in [0, 1] with shape
-[N, C, H, W] on the device, and batches are slices of an on-device permutation: no DataLoader,
-no host round trip in the training loop. Labels are integers 0..K−1 (K = `n_classes`); an
-unlabelled dataset has K = 0 and all-zero labels, and a conditional model refuses it.
+dataset's published layout) into one tensor of images [N, C, H, W] and moved to the device once:
+no DataLoader, no host round trip in the training loop. Images stay in their compact type on the
+device: uint8 intensities 0..255 (a dataset's own uint8, kept as stored; one resized by
+`data.image_size` is rounded back to uint8 after the area interpolation), or float32 in [0, 1]
+for a dataset that gives floats. `images()` turns a batch into float32 intensities on the
+device, so a trial holds 1 byte per pixel (dSprites' 663,552 training images: 2.7 GB, not 10.9).
+Labels are integers 0..K−1 (K = `n_classes`); an unlabelled dataset has K = 0 and all-zero
+labels, and a conditional model refuses it.
 
 Three splits: train, validation (`data.validation` images carved from the training split by a
 permutation drawn with `data.seed`: disjoint from train, the same for every run with that seed)
 and test (the dataset's own test split). Validation steers and selects; test is the verdict.
+
+Everything random about the splits is drawn on the host, with CPU generators seeded by
+`data.seed`, before anything moves to the device: the validation split and the one-off
+binarisation of the held-out images (`pixels: binarized`; stored as 0 or 255) are the same on
+every device, so a trial trained on a GPU and `vaestudy train` on a CPU score the same images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import torch
@@ -28,12 +37,32 @@ from vaestudy.training.datasets.base import Part
 Split = Literal["val", "test"]
 
 
+def images(x: Tensor) -> Tensor:
+    """Stored images (uint8 0..255, or floats in [0, 1]) as float32 intensities in [0, 1], on
+    their device: what the model sees. Binarised images (0 or 255) become exactly 0 and 1."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def _stored(intensities: Tensor, dtype: torch.dtype) -> Tensor:
+    """Float intensities in [0, 1] back in the stored type `dtype` (uint8: rounded to 0..255)."""
+    if dtype != torch.uint8:
+        return intensities
+    return intensities.mul(255.0).round_().to(torch.uint8)
+
+
+def device_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A generator on `device` seeded with `seed` (training's dynamic binarisation draws from
+    it: CUDA kernels take only a generator of their own device). Its state, `get_state()`, is
+    a CPU ByteTensor on every device."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 @dataclass
 class DeviceData:
-    """Train, validation and test splits on one device. `train_x` holds intensities; `val_x`
-    and `test_x` are what evaluation scores (binarised once, with the data seed, when pixels
-    are `binarized`). With `data.validation: 0` the validation split *is* the test split
-    (`selects_on_test`)."""
+    """Train, validation and test splits on one device, in their compact stored type (see the
+    module doc; `images()` converts). `val_x` and `test_x` are what evaluation scores
+    (binarised once on the host, with the data seed, when pixels are `binarized`). With
+    `data.validation: 0` the validation split *is* the test split (`selects_on_test`)."""
 
     train_x: Tensor
     train_y: Tensor
@@ -45,8 +74,26 @@ class DeviceData:
     n_classes: int
     selects_on_test: bool = False
 
+    def to(self, device: torch.device | str) -> DeviceData:
+        """The same splits on `device` (one copy each; already there: no copy)."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        if self.selects_on_test:  # one tensor, not two copies
+            moved["val_x"], moved["val_y"] = moved["test_x"], moved["test_y"]
+        return replace(self, **moved)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the splits take on their device."""
+        tensors = {id(t): t for t in (self.train_x, self.train_y, self.val_x, self.val_y,
+                                      self.test_x, self.test_y)}  # fmt: skip
+        return sum(t.numel() * t.element_size() for t in tensors.values())
+
     def split(self, name: Split) -> tuple[Tensor, Tensor]:
-        """The images and labels of a held-out split."""
+        """The stored images and labels of a held-out split."""
         return (self.val_x, self.val_y) if name == "val" else (self.test_x, self.test_y)
 
     @property
@@ -60,20 +107,21 @@ class DeviceData:
         return c, h, w
 
     def batch(self, idx: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Training batch at on-device indices `idx` (dynamically binarised if configured)."""
-        x = self.train_x[idx]
+        """Training batch at on-device indices `idx` as float32 intensities (dynamically
+        binarised if configured, with `generator`, which must be on the data's device)."""
+        x = images(self.train_x[idx])
         if self.binarize:
             x = torch.bernoulli(x, generator=generator)
         return x, self.train_y[idx]
 
 
 def _read_split(source: Dataset, part: Part, limit: int | None) -> tuple[Tensor, Tensor | None]:
-    """The first `limit` images of one split (all: None) as float intensities [N, C, H, W] in
-    [0, 1] and long labels (or None); cut before they are converted."""
+    """The first `limit` images of one split (all: None) in their compact type [N, C, H, W]
+    (see the module doc) and long labels (or None); cut before anything is converted."""
     cfg = source.cfg
     try:
-        images, labels = source.read(part)
-        x = torch.as_tensor(images)[:limit]
+        images_, labels = source.read(part)
+        x = torch.as_tensor(images_)[:limit]
     except (RuntimeError, OSError, ValueError) as exc:
         raise DataError(f"{cfg.dataset}: cannot load from {cfg.root}: {exc}") from None
     if x.dim() == 3:
@@ -82,15 +130,18 @@ def _read_split(source: Dataset, part: Part, limit: int | None) -> tuple[Tensor,
         raise DataError(
             f"{cfg.dataset}: {part} images have shape {tuple(x.shape)}; expected [N, C, H, W]"
         )
-    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    dtype = torch.uint8 if x.dtype == torch.uint8 else torch.float32
+    if dtype != torch.uint8:
+        x = x.float()
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise DataError(
+                f"{cfg.dataset}: {part} intensities span [{x.min():.3g}, {x.max():.3g}]; "
+                "expected uint8 images or floats in [0, 1]"
+            )
     if cfg.image_size and x.shape[2:] != (cfg.image_size, cfg.image_size):
-        x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="area")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise DataError(
-            f"{cfg.dataset}: {part} intensities span [{x.min():.3g}, {x.max():.3g}]; expected "
-            "uint8 images or floats in [0, 1]"
-        )
-    return x, None if labels is None else torch.as_tensor(labels)[:limit].long()
+        size = (cfg.image_size, cfg.image_size)
+        x = _stored(F.interpolate(images(x), size=size, mode="area"), dtype)
+    return x.contiguous(), None if labels is None else torch.as_tensor(labels)[:limit].long()
 
 
 def validation_indices(cfg: DataConfig, n_train: int) -> tuple[Tensor, Tensor]:
@@ -106,8 +157,9 @@ def validation_indices(cfg: DataConfig, n_train: int) -> tuple[Tensor, Tensor]:
     return perm[k:].sort().values, perm[:k].sort().values
 
 
-def load_data(cfg: DataConfig, device: torch.device) -> DeviceData:
-    """Read the splits, carve the validation split and move them to `device` once."""
+def read_data(cfg: DataConfig) -> DeviceData:
+    """Read the splits into host memory and carve the validation split (see the module doc);
+    `.to(device)` puts them on the training device."""
     problem = data_problem(cfg)
     if problem is not None:
         raise DataError(problem)
@@ -130,17 +182,15 @@ def load_data(cfg: DataConfig, device: torch.device) -> DeviceData:
     train_idx, val_idx = validation_indices(cfg, train_x.shape[0])
     val_x, val_y = train_x[val_idx], train_y[val_idx]
     train_x, train_y = train_x[train_idx], train_y[train_idx]
-    held_out = [t.to(device) for t in (val_x, val_y, test_x, test_y)]
     if cfg.pixels == "binarized":  # val, then test, from one stream: val never depends on test
-        g = torch.Generator(device=device).manual_seed(cfg.seed)
-        held_out[0] = torch.bernoulli(held_out[0], generator=g)
-        held_out[2] = torch.bernoulli(held_out[2], generator=g)
-    val_x, val_y, test_x, test_y = held_out
+        g = torch.Generator().manual_seed(cfg.seed)
+        val_x = _stored(torch.bernoulli(images(val_x), generator=g), val_x.dtype)
+        test_x = _stored(torch.bernoulli(images(test_x), generator=g), test_x.dtype)
     if not len(val_idx):  # data.validation: 0
         val_x, val_y = test_x, test_y
     return DeviceData(
-        train_x.to(device),
-        train_y.to(device),
+        train_x,
+        train_y,
         val_x,
         val_y,
         test_x,
@@ -149,3 +199,8 @@ def load_data(cfg: DataConfig, device: torch.device) -> DeviceData:
         n_classes=n_classes,
         selects_on_test=not len(val_idx),
     )
+
+
+def load_data(cfg: DataConfig, device: torch.device) -> DeviceData:
+    """Read the splits on the host (`read_data`) and move them to `device` once."""
+    return read_data(cfg).to(device)

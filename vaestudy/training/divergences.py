@@ -2,16 +2,37 @@
 
 Shapes: `mu`, `logvar`, `z`, `eps` are [B, D]; per-dimension results are [B, D] so that callers
 can sum over any group of latents (the ladder's levels) or over all of them.
+
+Those built on matrix products (`pairwise_gaussian_kl`, `sq_distances`, `mmd`) run in float32
+whatever autocast is active (`in_float32`): under `train.bf16` the networks run in bfloat16,
+but the divergences and the constraint values built on them (what the verdict judges) do not.
+Each result is born on its inputs' device: nothing here copies from the host.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 LOG_2PI = math.log(2 * math.pi)
+F = TypeVar("F", bound=Callable[..., Tensor])
+
+
+def in_float32(fn: F) -> F:
+    """`fn` with autocast off on its tensors' device and half-precision arguments in float32
+    (float32 and float64 ones as they are)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Tensor) -> Tensor:
+        with torch.autocast(args[0].device.type, enabled=False):
+            return fn(*(a.float() if a.element_size() < 4 else a for a in args))
+
+    return wrapper  # type: ignore[return-value]
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -36,6 +57,7 @@ def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
 
 
+@in_float32
 def pairwise_gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """[B, B] matrix of KL[q_i || q_j] between the batch's diagonal Gaussians, nats:
 
@@ -63,6 +85,7 @@ def marginal_kl_bound(mu: Tensor, logvar: Tensor) -> Tensor:
     return pairwise_gaussian_kl(mu, logvar).mean(1)
 
 
+@in_float32
 def sq_distances(a: Tensor, b: Tensor) -> Tensor:
     """[N, M] squared Euclidean distances ‖a_i − b_j‖² = ‖a_i‖² + ‖b_j‖² − 2·a_i·b_j, one matmul
     (cheaper to differentiate than `torch.cdist`); clamped at 0 against rounding."""
@@ -77,6 +100,7 @@ def rbf_kernel(a: Tensor, b: Tensor) -> Tensor:
     return torch.exp(-sq_distances(a, b) / (dim * dim))
 
 
+@in_float32
 def mmd(x: Tensor, y: Tensor) -> Tensor:
     """Biased (V-statistic) squared MMD between samples x [N, D] and y [M, D] with `rbf_kernel`:
     mean k(x, x') + mean k(y, y') − 2 mean k(x, y)  (Gretton et al. 2012), as the original code.
@@ -87,6 +111,5 @@ def mmd(x: Tensor, y: Tensor) -> Tensor:
     three separate means)."""
     n, m = len(x), len(y)
     z = torch.cat([x, y])
-    w = torch.cat([torch.full((n,), 1.0 / n), torch.full((m,), -1.0 / m)])
-    w = w.to(dtype=z.dtype, device=z.device)
+    w = torch.cat([z.new_full((n,), 1.0 / n), z.new_full((m,), -1.0 / m)])
     return w @ rbf_kernel(z, z) @ w

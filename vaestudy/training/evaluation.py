@@ -10,6 +10,11 @@ are per-example means in nats.
 - for conditional decoders, `probe_acc`: a linear probe predicting the label from E_q[z]
   (trained on the train split, scored on the split) and `probe_chance`, the majority rate.
 
+Every figure is computed on the device as a 0-dim tensor (`evaluate_on_device`); `host_values`
+brings them all to the host in one copy, the evaluation's one host sync. The IWAE bound decodes
+k images per example: its chunks are sized in bytes (`IWAE_CHUNK_BYTES`), so 64×64×3 images
+at k = 100 take no more device memory than MNIST's.
+
 The trainer scores the validation split at every evaluation and at the end, and the test split
 once, at the end (`Trainer.final_result`).
 """
@@ -23,14 +28,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vaestudy.config.run import TrainConfig
-from vaestudy.training.data import DeviceData, Split
+from vaestudy.training.data import DeviceData, Split, images
 from vaestudy.training.divergences import log_normal
 from vaestudy.training.likelihoods import NegLogLik
 from vaestudy.training.models import VAE
 from vaestudy.training.objectives.base import Objective
 
 ACTIVE_UNIT_THRESHOLD = 0.01
-_IWAE_BUDGET = 32_768  # decoded images per chunk (k × examples)
+# Device memory one IWAE chunk may take: k decoded images per example, each held as about
+# `IWAE_FLOATS_PER_PIXEL` float32 values per pixel at once (logits, the repeated inputs, the
+# per-pixel NLL and its temporaries).
+IWAE_CHUNK_BYTES = 256 * 2**20
+IWAE_FLOATS_PER_PIXEL = 4
 _TEST_KEYS = ("kl", "recon", "elbo", "kl/", "kl_marginal", "constraint/", "target/")
 
 
@@ -38,9 +47,24 @@ def _batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def iwae_chunk(k: int, pixels: int) -> int:
+    """Examples per IWAE chunk: k decoded images of `pixels` values each within
+    `IWAE_CHUNK_BYTES` (at least one example)."""
+    return max(1, IWAE_CHUNK_BYTES // (k * pixels * IWAE_FLOATS_PER_PIXEL * 4))
+
+
+def host_values(metrics: dict[str, Tensor]) -> dict[str, float]:
+    """0-dim device tensors as floats, in one device-to-host copy."""
+    if not metrics:
+        return {}
+    values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
+    return dict(zip(metrics, values, strict=True))
+
+
 @torch.no_grad()
 def iwae_log_likelihood(model: VAE, nll: NegLogLik, x: Tensor, y: Tensor | None, k: int) -> Tensor:
-    """Per-example importance-weighted bound on log p(x) with k samples from q(z|x), nats [B]."""
+    """Per-example importance-weighted bound on log p(x) with k samples from q(z|x), nats [B];
+    `x` as float intensities."""
     mu, logvar = model.encode(x)
     mu, logvar = mu.float(), logvar.float()
     eps = torch.randn((k, *mu.shape), device=mu.device)
@@ -56,20 +80,25 @@ def iwae_log_likelihood(model: VAE, nll: NegLogLik, x: Tensor, y: Tensor | None,
 
 
 @torch.no_grad()
-def iwae_nll(model: VAE, nll: NegLogLik, x: Tensor, y: Tensor | None, k: int) -> float:
+def iwae_nll(model: VAE, nll: NegLogLik, x: Tensor, y: Tensor | None, k: int) -> Tensor:
+    """−(mean IWAE bound) over stored images `x`, nats per example, chunked by bytes."""
     total = torch.zeros((), device=x.device)
-    for s in _batches(x.shape[0], max(1, _IWAE_BUDGET // k)):
-        total += iwae_log_likelihood(model, nll, x[s], None if y is None else y[s], k).sum()
-    return -(total / x.shape[0]).item()
+    for s in _batches(x.shape[0], iwae_chunk(k, x[0].numel())):
+        total += iwae_log_likelihood(model, nll, images(x[s]), None if y is None else y[s], k).sum()
+    return -(total / x.shape[0])
 
 
 @torch.no_grad()
 def encoder_means(model: VAE, x: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([model.encode(x[s])[0].float() for s in _batches(x.shape[0], batch_size)])
+    """E_q[z] of stored images `x`, [N, D]."""
+    return torch.cat(
+        [model.encode(images(x[s]))[0].float() for s in _batches(x.shape[0], batch_size)]
+    )
 
 
-def active_units(means: Tensor) -> int:
-    return int((means.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum().item())
+def active_units(means: Tensor) -> Tensor:
+    """How many latents have Cov_x(E_q[z_u]) above the threshold (a 0-dim float tensor)."""
+    return (means.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum().float()
 
 
 def linear_probe_accuracy(
@@ -79,8 +108,9 @@ def linear_probe_accuracy(
     test_y: Tensor,
     n_classes: int,
     steps: int = 300,
-) -> float:
-    """Multinomial logistic regression on standardised features, full-batch Adam."""
+) -> Tensor:
+    """Multinomial logistic regression on standardised features, full-batch Adam; the accuracy
+    on (test_z, test_y) as a 0-dim tensor."""
     mean, std = train_z.mean(0), train_z.std(0).clamp_min(1e-6)
     a, b = (train_z - mean) / std, (test_z - mean) / std
     with torch.enable_grad():
@@ -91,31 +121,32 @@ def linear_probe_accuracy(
             opt.zero_grad()
             F.cross_entropy(a @ w + bias, train_y).backward()
             opt.step()
-    return ((b @ w + bias).argmax(1) == test_y).float().mean().item()
+    return ((b @ w + bias).argmax(1) == test_y).float().mean()
 
 
 @torch.no_grad()
 def objective_metrics(
     model: VAE, objective: Objective, x_all: Tensor, y_all: Tensor, batch_size: int, step: Tensor
-) -> dict[str, float]:
-    """The objective's metrics averaged over held-out images `x_all` (no state changes)."""
+) -> dict[str, Tensor]:
+    """The objective's metrics averaged over stored held-out images `x_all` (no state
+    changes), with `satisfied/<name>`; 0-dim device tensors."""
     sums: dict[str, Tensor] = {}
     n = x_all.shape[0]
     for s in _batches(n, batch_size):
-        x, y = x_all[s], y_all[s]
+        x, y = images(x_all[s]), y_all[s]
         out = objective(model, x, y if model.n_classes else None, step)
         weight = (s.stop - s.start) / n
         for key, value in out.metrics.items():
             if key.startswith(_TEST_KEYS):
-                sums[key] = sums.get(key, 0.0) + value.detach().float() * weight
-    metrics = {k: float(v) for k, v in sums.items()}
-    for key in [k for k in metrics if k.startswith("constraint/")]:
+                term = value.detach().float() * weight
+                sums[key] = sums[key] + term if key in sums else term
+    for key in [k for k in sums if k.startswith("constraint/")]:
         name = key.removeprefix("constraint/")
-        metrics[f"satisfied/{name}"] = float(metrics[key] <= metrics[f"target/{name}"])
-    return metrics
+        sums[f"satisfied/{name}"] = (sums[key] <= sums[f"target/{name}"]).float()
+    return sums
 
 
-def evaluate(
+def evaluate_on_device(
     model: VAE,
     objective: Objective,
     data: DeviceData,
@@ -125,9 +156,10 @@ def evaluate(
     split: Split = "val",
     full: bool = True,
     log_likelihood: bool = True,
-) -> dict[str, float]:
-    """Metrics of the held-out `split`. `full=False` skips the IWAE, active units and the probe;
-    `log_likelihood=False` (the objective's recon is not −log p(x|z)) skips the IWAE.
+) -> dict[str, Tensor]:
+    """Metrics of the held-out `split` as 0-dim device tensors (no host sync). `full=False`
+    skips the IWAE, active units and the probe; `log_likelihood=False` (the objective's recon
+    is not −log p(x|z)) skips the IWAE.
 
     The objective's metrics use the training batch size, since batch statistics (MMD, the
     pairwise marginal KL) depend on it; the rest use `cfg.eval_batch_size`.
@@ -144,14 +176,14 @@ def evaluate(
             metrics["iwae_nll"] = iwae_nll(model, objective.nll, x, labels, cfg.iwae_samples)
         if full:
             held_mu = encoder_means(model, x, batch_size)
-            metrics["active_units"] = float(active_units(held_mu))
+            metrics["active_units"] = active_units(held_mu)
             if model.n_classes:
                 train_mu = encoder_means(model, data.train_x, batch_size)
                 metrics["probe_acc"] = linear_probe_accuracy(
                     train_mu, data.train_y, held_mu, y, data.n_classes
                 )
-                counts = torch.bincount(y, minlength=data.n_classes)
-                metrics["probe_chance"] = (counts.max() / counts.sum()).item()
+                counts = F.one_hot(y, data.n_classes).sum(0)  # a static shape, unlike bincount
+                metrics["probe_chance"] = counts.max() / counts.sum()
     finally:
         model.train(was_training)
         objective.train(was_training)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from vaestudy.training.data import DeviceData
+from vaestudy.training.data import DeviceData, images
 from vaestudy.training.models import VAE
 
 
@@ -23,7 +23,7 @@ def save_samples(model: VAE, path: Path, n: int = 64) -> None:
 @torch.no_grad()
 def save_reconstructions(model: VAE, data: DeviceData, path: Path, n: int = 32) -> None:
     """Rows alternate: validation images, then their reconstructions from the posterior mean."""
-    x, y = data.val_x[:n], data.val_y[:n]
+    x, y = images(data.val_x[:n]), data.val_y[:n]
     mu, _ = model.encode(x)
     recon = model.decode(mu, y if model.n_classes else None).float().sigmoid()
     pairs = torch.cat([torch.cat([x[i : i + 8], recon[i : i + 8]]) for i in range(0, n, 8)])

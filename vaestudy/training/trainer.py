@@ -7,18 +7,34 @@ interval), which gives one trajectory point: the interval's mean of every metric
 non-finite metric, or a multiplier above `train.max_lambda`) is detected at those points.
 Evaluations (every `eval_every` steps, default once per epoch) also close a trajectory point.
 Without `train.log_every` a run logs about `TRAJECTORY_POINTS` points, whatever its budget.
+An evaluation computes its figures on the device and copies them to the host at once (one sync).
 Evaluations during training score the validation split (quickly: no IWAE, active units or probe);
 the end scores the validation split and then, once, the test split, fully (`final_result`).
 
 A learned multiplier that sits at its clip for the last 20% of training is *saturated*
 (`vaestudy.training.feasibility.saturated`); with `train.stop_saturated` training stops as soon as
 that holds over the planned steps, and the run is evaluated where it stopped.
+
+Random streams: the epoch permutations are drawn on the CPU from (train.seed, epoch), so every
+device visits the data in the same order; dynamic binarisation draws from a generator of the
+data's device seeded with train.seed (the same binarised batches for every objective with that
+seed); the reparameterisation noise comes from torch's global generators seeded with
+train.seed. A checkpoint (`save_bytes`) holds every one of these states as CPU tensors and loads
+onto the CPU first (`load_bytes`), so it restores on any device: on the device kind it was taken
+on, training continues exactly; on another kind (a GPU checkpoint on a CPU node), the weights,
+optimiser, multipliers and trajectory continue and the random streams are re-seeded from
+(train.seed, step), since CPU and CUDA generators share no state format.
+
+On CUDA, float32 matrix products and convolutions run in full float32 (`train.tf32: false`,
+the default: constraint values are what the verdict judges) or in TF32 (`train.tf32: true`,
+faster on Ampere and Hopper); `train.deterministic` asks for deterministic kernels.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +43,8 @@ import torch
 from torch import Tensor
 
 from vaestudy.config.run import RunConfig, TrainConfig
-from vaestudy.training.data import DeviceData, Split, load_data
-from vaestudy.training.evaluation import evaluate
+from vaestudy.training.data import DeviceData, Split, device_generator, load_data
+from vaestudy.training.evaluation import evaluate_on_device, host_values
 from vaestudy.training.feasibility import saturated
 from vaestudy.training.likelihoods import make_nll
 from vaestudy.training.models import VAE, build_model
@@ -71,6 +87,59 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def device_problem(name: str) -> str | None:
+    """Why `train.device: name` cannot train on this machine, or None."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        return (
+            f"train.device: {name}, but PyTorch sees no CUDA device on this machine; use "
+            "--set train.device=cpu (or auto)"
+        )
+    return None
+
+
+def configure_backends(tc: TrainConfig) -> None:
+    """This process's float32 precision on CUDA (`train.tf32`) and deterministic kernels
+    (`train.deterministic`); a study trial is a process of its own."""
+    precision = "tf32" if tc.tf32 else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+    if tc.deterministic:
+        # cuBLAS needs a fixed workspace for deterministic results (read when it starts).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+
+
+def on_cpu(tree: Any) -> Any:
+    """`tree` (nested dicts, lists and tuples of tensors and plain values) with every tensor
+    copied to the CPU: a file saved from it loads on any machine."""
+    if isinstance(tree, Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {key: on_cpu(value) for key, value in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(on_cpu(value) for value in tree)
+    return tree
+
+
+def rng_state(device: torch.device) -> dict[str, Tensor]:
+    """torch's global generator states, by device type (CPU ByteTensors on every device)."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_state(states: dict[str, Tensor], device: torch.device) -> bool:
+    """Restore the global generator states saved for `device`'s kind; False if the checkpoint
+    was taken on another kind (nothing restored)."""
+    if device.type not in states:
+        return False
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+    return True
+
+
 @dataclass
 class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
@@ -103,18 +172,24 @@ class Trainer:
         self.cfg = cfg
         tc = cfg.train
         self.device = resolve_device(tc.device)
+        configure_backends(tc)
         if tc.threads:
             torch.set_num_threads(tc.threads)
         torch.manual_seed(tc.seed)
         self.data = data if data is not None else load_data(cfg.data, self.device)
-        if model is None:
-            model = build_model(cfg.model, self.data.shape, self.data.n_classes)
-        if objective is None:
-            objective = build_objective(cfg.objective, make_nll(cfg.data))
-        self.model = model.to(self.device)
-        self.objective = objective.to(self.device)
+        # Built parts are built on the device (no host copy); passed ones are moved there.
+        with self.device:
+            if model is None:
+                model = build_model(cfg.model, self.data.shape, self.data.n_classes)
+            else:
+                model = model.to(self.device)
+            if objective is None:
+                objective = build_objective(cfg.objective, make_nll(cfg.data))
+            else:
+                objective = objective.to(self.device)
+        self.model, self.objective = model, objective
         self.optimizer = make_optimizer(tc, list(self.model.parameters()))
-        self.generator = torch.Generator(device=self.device).manual_seed(tc.seed)
+        self.generator = device_generator(self.device, tc.seed)
         self.step_t = torch.zeros((), dtype=torch.long, device=self.device)
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -199,10 +274,11 @@ class Trainer:
         return False
 
     def _permutation(self) -> Tensor:
-        # One permutation per epoch, drawn from the run's generator so restarts reproduce it.
-        epoch_gen = torch.Generator(device=self.device)
-        epoch_gen.manual_seed(self.cfg.train.seed * 1_000_003 + self.step // self.steps_per_epoch)
-        return torch.randperm(self.data.n_train, generator=epoch_gen, device=self.device)
+        # One permutation per epoch, drawn on the CPU from (seed, epoch): restarts reproduce it
+        # and every device visits the data in the same order. One copy to the device per epoch.
+        epoch = self.step // self.steps_per_epoch
+        epoch_gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
+        return torch.randperm(self.data.n_train, generator=epoch_gen).to(self.device)
 
     def _log_row(self, keys: list[str], means: Tensor) -> dict[str, float]:
         host = means.tolist()  # the one host sync per interval
@@ -222,14 +298,19 @@ class Trainer:
         return row
 
     def evaluate(self, full: bool = True, split: Split = "val") -> dict[str, float]:
-        """Metrics of a held-out split. Its sampling noise (z ~ q(z|x), the IWAE samples) comes
-        from a generator seeded with `data.seed` and leaves training's random stream untouched:
-        a run evaluated every epoch (a study trial) trains exactly as one that is not
-        (`vaestudy train`), and an evaluation gives the same numbers whenever it runs."""
+        """Metrics of a held-out split (`evaluate_on_device`), on the host."""
+        return host_values(self.evaluate_on_device(full, split))
+
+    def evaluate_on_device(self, full: bool = True, split: Split = "val") -> dict[str, Tensor]:
+        """Metrics of a held-out split as 0-dim device tensors. Its sampling noise (z ~ q(z|x),
+        the IWAE samples) comes from the global generators seeded with `data.seed` inside a
+        fork of their state, so training's random stream is untouched: a run evaluated every
+        epoch (a study trial) trains exactly as one that is not (`vaestudy train`), and an
+        evaluation gives the same numbers whenever it runs."""
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.data.seed)
-            return evaluate(
+            return evaluate_on_device(
                 self.model,
                 self.objective,
                 self.data,
@@ -247,7 +328,8 @@ class Trainer:
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
+            "generator": {self.device.type: self.generator.get_state()},
+            "rng": rng_state(self.device),
             "step": self.step,
             "history": list(self.history),
         }
@@ -256,10 +338,21 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
         self.step = int(state["step"])
         self.step_t.fill_(self.step)
         self.history = list(state["history"])
+        self.restore_random(state)
+
+    def restore_random(self, state: dict[str, Any]) -> None:
+        """The random streams of a checkpoint taken on this device kind; from another kind,
+        re-seeded from (train.seed, step) (see the module doc)."""
+        kind = self.device.type
+        if kind in state["generator"] and set_rng_state(state["rng"], self.device):
+            self.generator.set_state(state["generator"][kind])
+            return
+        reseed = self.cfg.train.seed * 1_000_003 + self.step
+        self.generator.manual_seed(reseed)
+        torch.manual_seed(reseed)
 
     def save_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -267,6 +360,7 @@ class Trainer:
         return buf.getvalue()
 
     def load_bytes(self, blob: bytes) -> None:
-        self.load_state_dict(
-            torch.load(io.BytesIO(blob), map_location=self.device, weights_only=False)
-        )
+        """Restore `save_bytes()`'s checkpoint, taken on any device: it loads onto the CPU
+        (generator states must stay CPU ByteTensors, and optimiser step counters stay where
+        each optimiser keeps them), and `load_state_dict` copies onto this trainer's device."""
+        self.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False))

@@ -19,8 +19,8 @@ A member that diverges fails alone: its last trajectory point is kept, its `Trai
 the `Diverged` reason and no test metrics, and the others train on. Its slice of the stacked
 tensors goes on computing (non-finite values stay in that slice: every operation, the fused
 optimizer step and the multiplier update included, is element-wise per member) but is never
-read again. Checkpoints (`save_bytes`/`load_bytes`) hold the stacked state and every member's
-trajectory.
+read again. Checkpoints (`save_bytes`/`load_bytes`, as `Trainer`'s: loaded onto the CPU, restorable
+on any device) hold the stacked state, the random streams and every member's trajectory.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from vaestudy.training.trainer import (
     Trainer,
     TrainResult,
     make_optimizer,
+    rng_state,
 )
 
 
@@ -241,11 +242,14 @@ class VectorTrainer(Trainer):
                 member.step = self.step
                 member.step_t.fill_(self.step)
 
-    def evaluate(self, full: bool = True, split: Split = "val") -> dict[str, float]:
-        """Every live member's metrics of a held-out split, keys `<member>/<metric>`."""
+    def evaluate_on_device(self, full: bool = True, split: Split = "val") -> dict[str, Tensor]:
+        """Every live member's metrics of a held-out split, keys `<member>/<metric>` (`evaluate`
+        copies them to the host at once)."""
         self._sync_members()
         return {
-            f"{k}/{key}": v for k, m in self._live() for key, v in m.evaluate(full, split).items()
+            f"{k}/{key}": v
+            for k, m in self._live()
+            for key, v in m.evaluate_on_device(full, split).items()
         }
 
     def fit(  # type: ignore[override]
@@ -273,7 +277,8 @@ class VectorTrainer(Trainer):
             "stacked": {**self.trainable, **self.state},
             "optimizer": self.optimizer.state_dict(),
             "multipliers": None if mult is None else mult.get_extra_state(),
-            "generator": self.generator.get_state(),
+            "generator": {self.device.type: self.generator.get_state()},
+            "rng": rng_state(self.device),
             "step": self.step,
             "members": [(list(m.history), m.step) for m in self.members],
             "diverged": {k: (e.step, e.reason) for k, e in self.diverged.items()},
@@ -286,9 +291,9 @@ class VectorTrainer(Trainer):
         self.optimizer.load_state_dict(state["optimizer"])
         if state["multipliers"] is not None:
             self.objective.multipliers.set_extra_state(state["multipliers"])
-        self.generator.set_state(state["generator"])
         self.step = int(state["step"])
         self.step_t.fill_(self.step)
         for member, (history, step) in zip(self.members, state["members"], strict=True):
             member.history, member.step = list(history), step
         self.diverged = {k: Diverged(*failure) for k, failure in state["diverged"].items()}
+        self.restore_random(state)

@@ -29,6 +29,10 @@ class Dataset:
       only); elsewhere it is refused.
     - `shape()`: one image's (C, H, W) as stored, known without reading the images (None:
       unknown until read); `vaestudy run` checks that every trial's network takes it.
+    - `count(part)`: how many images `part` holds, known without reading them (None: unknown),
+      and `pixel_bytes()`: bytes per pixel as the trainer keeps them on the device (1 for
+      uint8 images, 4 for floats); with `shape()` they size a trial's device memory before a
+      GPU study starts (`vaestudy.training.memory`).
     - `config`: the data section's config class, a subclass of `vaestudy.config.run.DataConfig`
       with the dataset's own fields (None: `DataConfig` itself); `self.cfg` is an instance.
     """
@@ -55,6 +59,12 @@ class Dataset:
 
     def shape(self) -> tuple[int, int, int] | None:
         return None
+
+    def count(self, part: Part) -> int | None:
+        return None
+
+    def pixel_bytes(self) -> int:
+        return 1
 
     def image_shape(self) -> tuple[int, int, int] | None:
         """One image's (C, H, W) as the trainer sees it (after `data.image_size`), or None."""

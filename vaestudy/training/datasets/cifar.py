@@ -21,6 +21,10 @@ class Cifar10(Dataset):
     def shape(self) -> tuple[int, int, int]:
         return SHAPE
 
+    def count(self, part: Part) -> int:
+        """10,000 images in each batch file of the published layout."""
+        return 10_000 * len(FILES[part])
+
     def _batch(self, name: str) -> tuple[Any, Any]:
         """(images [N, 3, 32, 32] uint8, labels [N]) of one batch file; ValueError says why
         it cannot be read."""

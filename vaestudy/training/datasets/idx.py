@@ -89,6 +89,12 @@ class Mnist(Dataset):
             )
         return None
 
+    def count(self, part: Part) -> int:
+        """From the images file's header."""
+        prefix = "train" if part == "train" else "t10k"
+        name = f"{prefix}-images-idx3-ubyte"
+        return idx_problem(self.raw / name, RAW_FILES[name])[1]
+
     def read(self, part: Part) -> tuple[Any, Any]:
         from torchvision import datasets
 

@@ -7,6 +7,7 @@ dtype) and size; a `.pt` file's arrays are checked when it is read."""
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 from typing import Any
 
 from vaestudy.training.datasets.base import Dataset, Part
@@ -43,15 +44,19 @@ class TensorFile(Dataset):
 
     def shape(self) -> tuple[int, int, int] | None:
         """From `train_x`'s header in a `.npz` (not read); unknown for `.pt` until it is read."""
-        import numpy as np
-
         if self.root.suffix != ".npz":
             return None
-        with zipfile.ZipFile(self.root) as archive, archive.open("train_x.npy") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read_header = {1: np.lib.format.read_array_header_1_0}
-            shape = read_header.get(major, np.lib.format.read_array_header_2_0)(f)[0]
+        shape, _ = npz_header(self.root, "train_x")
         return (shape[1], shape[2], shape[3]) if len(shape) == 4 else (1, shape[1], shape[2])
+
+    def count(self, part: Part) -> int | None:
+        return npz_header(self.root, f"{part}_x")[0][0] if self.root.suffix == ".npz" else None
+
+    def pixel_bytes(self) -> int:
+        """uint8 images stay uint8; floats are kept as float32."""
+        if self.root.suffix != ".npz":
+            return 4
+        return 1 if npz_header(self.root, "train_x")[1] == "uint8" else 4
 
     def _npz_problem(self, names: list[str]) -> str | None:
         import numpy as np
@@ -79,6 +84,17 @@ class TensorFile(Dataset):
         x, y = arrays[f"{part}_x"], arrays.get(f"{part}_y")
         x = torch.as_tensor(x)
         return x, None if y is None else torch.as_tensor(y).long()
+
+
+def npz_header(path: Path, name: str) -> tuple[tuple[int, ...], str]:
+    """(shape, dtype name) of array `name` in the `.npz` at `path`, from its header alone."""
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive, archive.open(f"{name}.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = {1: np.lib.format.read_array_header_1_0}
+        shape, _, dtype = read_header.get(major, np.lib.format.read_array_header_2_0)(f)
+    return tuple(shape), np.dtype(dtype).name
 
 
 def _shape_problem(where: str, arrays: dict[str, Any]) -> str | None:
