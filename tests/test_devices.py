@@ -49,7 +49,9 @@ def test_a_gpu_study_where_the_cluster_has_no_gpu_is_refused_naming_what_it_has(
     assert resource_problem(Resources(cpu=1, gpu=0.25), [*nodes, {"CPU": 8, "GPU": 1}], "") is None
     # A GPU node too small for the trial's CPUs does not count.
     small = [{"CPU": 1.0, "GPU": 1.0}, {"CPU": 8.0}]
-    assert "no GPU to give it" in resource_problem(Resources(cpu=4, gpu=0.5), small, "it")
+    assert "but no node with a GPU has 4 CPUs (2 nodes: 9 CPUs, 1 GPUs)" in resource_problem(
+        Resources(cpu=4, gpu=0.5), small, "the Ray cluster"
+    )
     assert resource_problem(Resources(cpu=1, gpu=0), nodes, "the Ray cluster") is None
 
 

@@ -103,15 +103,21 @@ def resource_problem(
             f"study.resources.cpu: each trial asks for {resources.cpu:g} CPUs, but the largest "
             f"node has {most:g}; lower it (trials would stay PENDING forever)"
         )
-    if resources.gpu and not any(node.get("CPU", 0) >= resources.cpu and node.get("GPU", 0)
-                                 for node in nodes):  # fmt: skip
+    if resources.gpu and not any(
+        node.get("CPU", 0) >= resources.cpu and node.get("GPU", 0) for node in nodes
+    ):
         cpus, gpus = (sum(node.get(k, 0.0) for node in nodes) for k in ("CPU", "GPU"))
-        count = f"{len(nodes)} node{'s' if len(nodes) != 1 else ''}: " if len(nodes) > 1 else ""
+        count = f"{len(nodes)} nodes: " if len(nodes) > 1 else ""
+        lacks = (
+            f"no node with a GPU has {resources.cpu:g} CPUs"
+            if gpus
+            else f"{where} has no GPU to give it"
+        )
         return (
-            f"study.resources.gpu: each trial asks for {resources.gpu:g} of a GPU, but {where} "
-            f"has no GPU to give it ({count}{cpus:g} CPUs, {gpus:g} GPUs); set "
-            "study.resources.gpu: 0 to train on CPU (train.device: auto then means cpu), or "
-            "run where there are GPUs (trials would stay PENDING forever)"
+            f"study.resources.gpu: each trial asks for {resources.gpu:g} of a GPU, but {lacks} "
+            f"({count}{cpus:g} CPUs, {gpus:g} GPUs); set study.resources.gpu: 0 to train on "
+            "CPU (train.device: auto then means cpu), or run where there are GPUs (trials "
+            "would stay PENDING forever)"
         )
     return None
 

@@ -85,13 +85,6 @@ class DeviceData:
             moved["val_x"], moved["val_y"] = moved["test_x"], moved["test_y"]
         return replace(self, **moved)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes the splits take on their device."""
-        tensors = {id(t): t for t in (self.train_x, self.train_y, self.val_x, self.val_y,
-                                      self.test_x, self.test_y)}  # fmt: skip
-        return sum(t.numel() * t.element_size() for t in tensors.values())
-
     def split(self, name: Split) -> tuple[Tensor, Tensor]:
         """The stored images and labels of a held-out split."""
         return (self.val_x, self.val_y) if name == "val" else (self.test_x, self.test_y)
