@@ -46,6 +46,12 @@ def test_malformed_yaml_and_missing_file(tmp_path, capsys):
     assert code == 2 and f"{path}: not valid YAML" in err
     code, err = run_cli(["train", str(tmp_path / "absent.yaml")], capsys)
     assert code == 2 and "cannot read file" in err
+    binary = tmp_path / "program"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00\xff\xfe")  # an executable, as `/bin/ls`
+    for command in ("train", "validate", "run"):
+        code, err = run_cli([command, str(binary)], capsys)
+        assert code == 2 and f"{binary}: not a text file (byte 8 is not UTF-8)" in err, err
+        assert "Traceback" not in err
 
 
 def test_bad_override(tmp_path, capsys):

@@ -313,9 +313,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Parse a YAML mapping, turning I/O and syntax problems into `ConfigError`."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a text file (byte {exc.start} is not UTF-8); expected a YAML study "
+            "or training config"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
