@@ -24,6 +24,7 @@ and appends it to `--out` (default `benchmarks/RESULTS.md`). Exits 1 if a check 
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import math
 import os
@@ -33,13 +34,14 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import base_parser, device_name, synchronize, timed_loop
 from benchmarks.trainer_speed import OBJECTIVES as SPEED_OBJECTIVES
-from benchmarks.trainer_speed import seed_style, vaestudy_style
+from benchmarks.trainer_speed import interleaved_medians, seed_style, vaestudy_style
 from benchmarks.vectorized import configs as geco_pack
 from vaestudy.config.run import RunConfig
 from vaestudy.study.trial import TAG_PROCESS, TAG_RESTORED
@@ -211,8 +213,9 @@ def check_speed(args) -> tuple[list[str], list[str], bool]:
     ratios = []
     for name in SPEED_OBJECTIVES:
         run = (name, args.data, device, 128, steps)
-        seed = sorted(seed_style(*run) for _ in range(repeats))[repeats // 2]
-        eager = sorted(vaestudy_style(*run) for _ in range(repeats))[repeats // 2]
+        seed, eager = interleaved_medians(
+            repeats, [partial(seed_style, *run), partial(vaestudy_style, *run)]
+        )
         graphs = vaestudy_style(*run, "reduce-overhead")
         ratios.append(eager / seed)
         trainer_rows.append(
@@ -223,7 +226,7 @@ def check_speed(args) -> tuple[list[str], list[str], bool]:
     pack_rows = []
     pack_steps = 10 if args.quick else 100
     members = [2] if args.quick else [4, 16, 64]
-    pargs = type("Args", (), {"data": args.data, "batch": 128, "device": args.device})
+    pargs = argparse.Namespace(data=args.data, batch=128, device=args.device)
     data = load_data(geco_pack(pargs, 1)[0].data, device)
     pack_ratios = []
     for k in members:

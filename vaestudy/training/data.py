@@ -113,8 +113,8 @@ def _read_split(source: Dataset, part: Part, limit: int | None) -> tuple[Tensor,
     (see the module doc) and long labels (or None); cut before anything is converted."""
     cfg = source.cfg
     try:
-        images_, labels = source.read(part)
-        x = torch.as_tensor(images_)[:limit]
+        arrays, labels = source.read(part)
+        x = torch.as_tensor(arrays)[:limit]
     except (RuntimeError, OSError, ValueError) as exc:
         raise DataError(f"{cfg.dataset}: cannot load from {cfg.root}: {exc}") from None
     if x.dim() == 3:

@@ -277,8 +277,12 @@ class Trainer:
         # One permutation per epoch, drawn on the CPU from (seed, epoch): restarts reproduce it
         # and every device visits the data in the same order. One copy to the device per epoch.
         epoch = self.step // self.steps_per_epoch
-        epoch_gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
+        epoch_gen = torch.Generator().manual_seed(self._stream_seed(epoch))
         return torch.randperm(self.data.n_train, generator=epoch_gen).to(self.device)
+
+    def _stream_seed(self, counter: int) -> int:
+        """A seed for a random stream that restarts at `counter` (an epoch, a step)."""
+        return self.cfg.train.seed * 1_000_003 + counter
 
     def _log_row(self, keys: list[str], means: Tensor) -> dict[str, float]:
         host = means.tolist()  # the one host sync per interval
@@ -350,7 +354,7 @@ class Trainer:
         if kind in state["generator"] and set_rng_state(state["rng"], self.device):
             self.generator.set_state(state["generator"][kind])
             return
-        reseed = self.cfg.train.seed * 1_000_003 + self.step
+        reseed = self._stream_seed(self.step)
         self.generator.manual_seed(reseed)
         torch.manual_seed(reseed)
 
