@@ -10,7 +10,8 @@ worker had imported torch; training starts right after), and the trials' in-proc
 each trial logs `time/compute_s` (building its Trainer, training, evaluating; MLflow and Tune's
 calls left out), summed and divided by the study's `max_concurrent`: the wall time the trials
 would take with neither Ray nor MLflow. Issue 26's targets: first step <= 10 s, wall <= 1.25x
-that compute.
+that compute. With confirmation, the confirmation phase's wall time per confirmed seed (from its
+first run's start to the end of the trials).
 
     python -m benchmarks.quickstart_time                      # the README's quick start
     python -m benchmarks.quickstart_time --study studies/cpu/geco.yaml --set study.num_trials=4
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from vaestudy.study.spec import load_study
 from vaestudy.tracking.run_reader import SqliteReader
+from vaestudy.tracking.tags import CONFIRM, TAG_PHASE
 
 REPO = Path(__file__).resolve().parents[1]
 PHASES = [  # (mark that ends the phase, what the phase is)
@@ -68,6 +70,7 @@ def main() -> None:
         trials = store.trial_runs(store.study_runs(spec.name)[0])
         first_run = min(t.start_time for t in trials) / 1000 - start
         compute = sum(t.metrics.get("time/compute_s", 0.0) for t in trials) / spec.max_concurrent
+        confirmed = [t for t in trials if t.tags.get(TAG_PHASE) == CONFIRM]
     print(f"`vaestudy run {args.study}` ({' '.join(f'--set {s}' for s in args.set) or 'as is'})")
     print(f"machine: {os.cpu_count()} CPUs\n")
     print("| phase | seconds | share |\n|:--|--:|--:|")
@@ -83,6 +86,14 @@ def main() -> None:
         f"trials' in-process compute: {compute:.1f} s ({len(trials)} trials' time/compute_s, "
         f"{spec.max_concurrent} at a time); wall / compute: {total / compute:.2f}x"
     )
+    if confirmed:  # from the first confirmation run's start to the end of the trials
+        began = min(t.start_time for t in confirmed) / 1000
+        wall = float(marks["trials"]) - began
+        print(
+            f"confirmation: {len(confirmed)} seeds in {wall:.1f} s wall, "
+            f"{wall / len(confirmed):.2f} s per confirmed seed (search before it: "
+            f"{began - first_run - start:.1f} s from the first trial's run)"
+        )
 
 
 if __name__ == "__main__":

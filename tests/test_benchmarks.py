@@ -13,7 +13,7 @@ from tests.conftest import REPO, SHARED_DATA
 
 SMOKE = {
     "benchmarks.trainer_speed": ["--steps", "8", "--repeats", "1"],
-    "benchmarks.vectorized": ["--members", "2", "--steps", "2"],
+    "benchmarks.vectorized": ["--members", "2", "--steps", "2"],  # batches shared and own
     "benchmarks.multiplier_dynamics": [
         "--epochs", "0.05", "--cases", "geco κ=100", "--rules", "geco (lr 1e-3, ema 0.9)"
     ],
@@ -24,6 +24,7 @@ SMOKE = {
     "benchmarks.quickstart_time": [
         "--study", "studies/cpu/geco.yaml", "--set", "study.num_trials=2",
         "--set", "train.epochs=0.5", "--set", "data.train_limit=444",
+        "--set", "study.confirm.seeds=1",
     ],
     "benchmarks.vs_script": ["--trials", "2"],
     "benchmarks.gpu_check": ["--quick"],

@@ -54,3 +54,30 @@ def test_constraint_marks_read_the_latest_held_out_check():
     marks = constraint_marks({"val/constraint/a": 1.0, "val/target/a": 2.0,
                               "val/constraint/b": 3.0, "val/target/b": 2.5})  # fmt: skip
     assert marks == "a 1/2 ✓, b 3/2.5 ✗"
+
+
+def test_a_pack_shows_a_row_per_member(tmp_path):
+    """Ray Tune's callback on a packed trial (confirmation seeds of one variant): each member is
+    its own row and line, named as its MLflow run, with its own outcome."""
+    from types import SimpleNamespace
+
+    from vaestudy.study.console import tune_callback
+    from vaestudy.study.spec import CONFIRMS
+
+    study = load_study(REPO / "studies" / "cpu" / "compare.yaml")
+    geco = study.distributions["objective"].choice[4]
+    members = [
+        {"objective": geco, "train.seed": s, CONFIRMS: {"run_id": "r", "number": 4, "seed": s}}
+        for s in (1000, 1001)
+    ]
+    last = {"member0/vaestudy/diverged": 0, "member1/vaestudy/diverged": 1}
+    trial = SimpleNamespace(trial_id="t1", config={"members": members}, last_result=last)
+    console = Console(record=True, width=200, force_terminal=False)
+    with StudyProgress(study, tmp_path / "s.log", console) as progress:
+        callback = tune_callback(progress)
+        callback.on_trial_start(0, [], trial)
+        callback.on_trial_complete(0, [], trial)
+    text = console.export_text()
+    assert "trial #4 seed 1000 (geco) ended" in text
+    assert "trial #4 seed 1001 (geco) diverged" in text
+    assert "(?)" not in text

@@ -48,7 +48,7 @@ def cfg_for(root, objective: dict, model: dict, **train) -> RunConfig:
 def check_step_and_evaluation(fake_cuda, trainer: Trainer) -> None:
     """Two training steps and a full evaluation of both held-out splits on the device: every
     result on CUDA, no host sync, no host-to-device copy (a device mix raises)."""
-    idx = torch.arange(16, device=CUDA)
+    idx = trainer._permutation()[..., :16]  # one copy an epoch (a pack's own batches: [K, 16])
     with fake_cuda.watch() as events:
         values = [trainer._train_step(idx)[0] for _ in range(2)]
         metrics = {**trainer.evaluate_on_device(True, "val"),
@@ -74,15 +74,16 @@ def test_a_cuda_step_and_evaluation_make_no_host_sync_and_mix_no_device(
     assert [d.type for d in fake_cuda.generators] == ["cuda"]  # binarisation on the device
 
 
+@pytest.mark.parametrize("batches", ["shared", "own"])  # own: confirmation seeds
 @pytest.mark.parametrize("case", [c for c in OBJECTIVES if c not in ("vlae", "conv")])
 def test_a_packed_cuda_step_and_evaluation_make_no_host_sync_and_mix_no_device(
-    tiny_mnist, fake_cuda, case
+    tiny_mnist, fake_cuda, case, batches
 ):
     objective, model = OBJECTIVES[case]
     cfgs = [cfg_for(tiny_mnist, objective, model, seed=seed) for seed in (0, 1)]
     host = read_data(cfgs[0].data)
     with fake_cuda:
-        pack = VectorTrainer(cfgs, data=host.to(CUDA))
+        pack = VectorTrainer(cfgs, data=host.to(CUDA), batches=batches)
         check_step_and_evaluation(fake_cuda, pack)
 
 

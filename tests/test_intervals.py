@@ -1,10 +1,10 @@
-"""The 95% intervals of rates and means, and ties, on known inputs."""
+"""The 95% intervals of rates and means on known inputs."""
 
 import math
 
 import pytest
 
-from vaestudy.report.intervals import mean_ci, resolved, welch_p, wilson
+from vaestudy.report.intervals import mean_ci, wilson
 
 
 @pytest.mark.parametrize(
@@ -33,15 +33,6 @@ def test_mean_ci_uses_student_t():
     assert mean_ci([]).n == 0 and math.isnan(mean_ci([]).mean)
 
 
-def test_differences_inside_the_noise_are_ties():
-    apart = welch_p([100.0, 101.0, 102.0], [110.0, 111.0, 112.0])
-    close = welch_p([100.0, 101.0, 102.0], [101.0, 103.0, 99.0])
-    assert resolved(apart) and apart < 1e-3
-    assert not resolved(close) and close > 0.5
-    assert math.isnan(welch_p([1.0], [2.0, 3.0])) and not resolved(math.nan)
-    assert welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0 and welch_p([1.0, 1.0], [2.0, 2.0]) == 0.0
-
-
 @pytest.mark.filterwarnings("ignore:Precision loss")  # scipy's, on the constant sample
 @pytest.mark.parametrize(
     ("a", "b"),
@@ -52,11 +43,9 @@ def test_differences_inside_the_noise_are_ties():
         ([3.1, 2.9, 3.4, 2.2, 3.8, 3.0], [2.0, 4.5]),
     ],
 )
-def test_welch_and_t_intervals_are_scipy_stats(a, b):
+def test_t_intervals_are_scipy_stats(a, b):
     """Computed from scipy.special (a lighter import): scipy.stats' values to 1e-12."""
     from scipy import stats
 
-    expected = stats.ttest_ind(a, b, equal_var=False).pvalue
-    assert welch_p(a, b) == pytest.approx(expected, rel=1e-12, abs=1e-15)
     half = stats.t.ppf(0.975, len(b) - 1) * stats.sem(b)
     assert mean_ci(b).half == pytest.approx(half, rel=1e-12)

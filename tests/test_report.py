@@ -14,7 +14,14 @@ from mlflow.tracking import MlflowClient
 from vaestudy.cli import main
 from vaestudy.errors import UserError
 from vaestudy.report.files import rate_distortion_figure, trajectory_runs, write_report
-from vaestudy.report.tables import answer, answer_table, build_report, log_answer, read_history
+from vaestudy.report.tables import (
+    answer,
+    answer_table,
+    build_report,
+    log_answer,
+    margin_table,
+    read_history,
+)
 from vaestudy.tracking.run_reader import ClientReader, RunRecord, SqliteReader
 from vaestudy.tracking.tags import (
     CONFIRM,
@@ -37,7 +44,8 @@ LATE = [120, 115, 110, 105, 100, 95, 92, 91, 89, 88]
 LINEAR, CYCLICAL = "kl_annealing[kind=linear]", "kl_annealing[kind=cyclical]"
 
 
-def child(client, exp, parent, name, objective, status, test, history=None, tags=None, val=None):
+def child(client, exp, parent, name, objective, status, test, history=None, tags=None, val=None,
+          seed=0):  # fmt: skip
     """A trial run; its validation metrics are its test metrics unless `val` says otherwise."""
     run = client.create_run(
         exp,
@@ -53,6 +61,7 @@ def child(client, exp, parent, name, objective, status, test, history=None, tags
     params = [
         Param("objective.name", objective),
         Param("objective.kappa", str(test.pop("kappa", ""))),
+        Param("train.seed", str(seed)),
     ]
     held = {**test, **{"val/" + k.removeprefix("test/"): v for k, v in test.items()
                        if k.startswith("test/")}, **(val or {})}  # fmt: skip
@@ -275,7 +284,7 @@ def confirmed_study(server):
     client = MlflowClient(server)
     params = {"study.metric": "val/iwae_nll", "study.mode": "min",
               "study.constraints.0.metric": "recon", "study.constraints.0.bound": "100",
-              "study.constraints.0.direction": "<="}  # fmt: skip
+              "study.constraints.0.direction": "<=", "study.confirm.seeds": "3"}  # fmt: skip
     exp, pid = study_parent(client, "confirmed", params)
     # variant: (search val IWAE, search test IWAE, confirmation test IWAEs, recons)
     plan = {
@@ -300,7 +309,7 @@ def confirmed_study(server):
                 "val/target/recon": [90] * 4,
             }
             child(client, exp, pid, f"{variant} #0 seed {seed}", "elbo", "FINISHED",
-                  elbo(recon, iwae), tags=confirm, history=history)  # fmt: skip
+                  elbo(recon, iwae), tags=confirm, history=history, seed=1000 + seed)  # fmt: skip
     return client
 
 
@@ -317,15 +326,34 @@ def test_confirmation_gives_rates_and_means_with_intervals_and_ties(confirmed_st
     assert c.loc["b", "gap"] == 1.0 and c.loc["a", "selected"] == "a #0"
     assert report.summary.set_index("variant").loc["a", "trials"] == 1  # search trials only
     text = answer(report)
-    assert text.startswith("confirmed on test, ranked by test/iwae_nll mean (=k: tie with rank k")
-    assert "=1 c 101±5" in text and "3 b 111±2.5 feasible 2/3 [0.21, 0.94]" in text
-    table = answer_table(report).to_markdown(index=False, floatfmt=".4g")
-    assert max(len(line) for line in table.splitlines()) <= 120
+    assert text.startswith("confirmed on test, ranked by test/iwae_nll mean (=k: paired tie with "
+                           "rank k at 95%)")  # fmt: skip
+    assert "=1 c 101±5 meets" in text
+    assert "3 b 111±2.5 undecided: recon<=100, feasible 2/3 [0.21, 0.94]" in text
+    for table in (answer_table(report), margin_table(report)):
+        text = table.to_markdown(index=False, floatfmt=".4g")
+        assert max(len(line) for line in text.splitlines()) <= 120
+    # margins: recon − 100 per seed; b's (−5, +5, −5) holds 0 at 3 seeds, the study's maximum
+    m = report.margins.set_index(["variant", "constraint"])
+    assert m.loc[("a", "recon<=100"), "verdict"] == "satisfied"  # −5 on every seed
+    b = m.loc[("b", "recon<=100")]
+    assert b["verdict"] == "undecided" and b["stopped"] == "max_seeds (3) reached"
+    assert b["margin mean"] == pytest.approx(-5 / 3)
+    assert c.loc["b", "constraints"] == (
+        "undecided: recon<=100 -1.67 (3 seeds, max_seeds (3) reached)"
+    )
+    assert c.loc["b", "vs above"] == "+10 [3.43, 16.6]"  # b − c per seed: 9, 8, 13
+    p = report.pairs.set_index(["A", "B"])
+    assert len(p) == 3 and p.loc[("a", "c"), "better"] == "tie"
+    assert p.loc[("a", "b"), "better"] == "A" and p.loc[("a", "b"), "P(A better)"] == 1.0
 
     files = {p.name for p in write_report(confirmed_study, report, tmp_path)}
     md = (tmp_path / "report.md").read_text()
-    assert "## Confirmed on test" in md and "Wilson" in md
-    assert {"trajectories_a.png", "trajectories_b.png", "rate_distortion.png"} <= files
+    assert "## Confirmed on test" in md and "Wilson" in md and "### Constraint margins" in md
+    assert {"trajectories_a.png", "trajectories_b.png", "rate_distortion.png", "margins.png",
+            "pairs.csv", "margins.csv", "confirmation.csv"} <= files  # fmt: skip
+    pairs_csv = pd.read_csv(tmp_path / "pairs.csv")
+    assert list(pairs_csv["better"]) == ["tie", "A", "A"]
 
 
 def test_figures_carry_the_confirmation(confirmed_study):

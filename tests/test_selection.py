@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -20,7 +19,7 @@ from vaestudy.config.dotted import unprefixed
 from vaestudy.report.tables import build_report
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tracking.tags import TAG_CONFIRMS, TAG_PHASE
+from vaestudy.tracking.tags import TAG_CONFIRMS, TAG_PHASE, TAG_TRIAL
 
 pytestmark = pytest.mark.slow
 
@@ -87,16 +86,17 @@ def test_the_search_never_reads_the_test_split(
 VARIANTS = {"choice": [{"name": "elbo"}, {"name": "beta_vae", "beta": 2.0}]}
 
 
-def test_confirmation_retrains_each_selection_with_fresh_seeds_and_resumes(
-    tmp_path, shared_data, server
-):
-    """Two variants on a grid (one trial each), then two fresh seeds each. The driver is
-    interrupted (SIGINT) after the first confirmation run; `--resume` runs exactly the missing
-    ones; the report gives every variant its rates and mean with intervals."""
+def test_confirmation_races_packed_seeds_and_resumes_mid_race(tmp_path, shared_data, server):
+    """Two variants on a grid (one trial each), confirmed by a race: one seed each first (one
+    seed decides nothing, so both stay open), then two more each, trained as one pack per
+    variant (`pack: true`: on a CPU it is off by default). The driver is interrupted (SIGINT)
+    once the second look's first pack has finished;
+    `--resume` runs exactly the missing seeds; the report gives every variant's every
+    constraint a margin with an interval and a verdict, and the pair its paired difference."""
     path = write_study(
         tmp_path, shared_data, name="confirmed-e2e", max_concurrent=1,
         sampler={"kind": "grid", "seed": 0}, search={"objective": VARIANTS},
-        confirm={"seeds": 2, "first_seed": 1000},
+        confirm={"seeds": 1, "max_seeds": 3, "step": 2, "first_seed": 1000, "pack": True},
     )  # fmt: skip
     overrides = sets([*TINY, "study.num_trials=2", "train.epochs=3"])
     command = [*CLI, "run", str(path), "--tracking-uri", server, *overrides]
@@ -113,13 +113,17 @@ def test_confirmation_retrains_each_selection_with_fresh_seeds_and_resumes(
             and (status is None or r.info.status == status)
         ]  # fmt: skip
 
+    def second_look(runs: list) -> list:
+        return [r for r in runs if r.data.params["train.seed"] != "1000"]
+
     deadline = time.monotonic() + 400
-    while not confirmations("FINISHED") and time.monotonic() < deadline:
+    while not second_look(confirmations("FINISHED")) and time.monotonic() < deadline:
         assert driver.poll() is None, log.read_text()[-3000:]
         time.sleep(0.2)
     driver.send_signal(signal.SIGINT)
     assert driver.wait(timeout=300) == 130, log.read_text()[-3000:]
-    assert len(confirmations("FINISHED")) < 4  # cut in the middle
+    before = {r.info.run_id for r in confirmations("FINISHED")}
+    assert 2 < len(before) < 6  # cut in the middle of the second look
 
     resumed = subprocess.run([*command, "--resume"], cwd=tmp_path, capture_output=True,
                              text=True, timeout=600, env=os.environ)  # fmt: skip
@@ -129,24 +133,41 @@ def test_confirmation_retrains_each_selection_with_fresh_seeds_and_resumes(
     search = report.search_trials()
     assert len(search) == 2 and set(search["variant"]) == {"elbo", "beta_vae"}
     selected = dict(zip(search["variant"], search["run_id"], strict=True))  # one trial each
-    plan = {(r.data.tags[TAG_CONFIRMS], r.data.params["train.seed"]) for r in done}
-    assert len(done) == 4 and plan == {
-        (run_id, seed) for run_id in selected.values() for seed in ("1000", "1001")
-    }  # every entry exactly once, each confirming its variant's selected trial
+    plan = sorted((r.data.tags[TAG_CONFIRMS], r.data.params["train.seed"]) for r in done)
+    assert plan == sorted(
+        (run_id, seed) for run_id in selected.values() for seed in ("1000", "1001", "1002")
+    )  # every seed of every variant exactly once: the resume ran only the missing ones
+    assert before <= {r.info.run_id for r in done}  # what had finished was not run again
     for run in done:
         assert run.data.tags["vaestudy.variant"] == next(
             v for v, rid in selected.items() if rid == run.data.tags[TAG_CONFIRMS]
         )
         assert run.info.run_name.endswith(f"seed {run.data.params['train.seed']}")
+    packs = {}  # the second look: each variant's two seeds as one Tune trial (members `<id>/i`)
+    for run in second_look(done):
+        packs.setdefault(run.data.tags[TAG_TRIAL].split("/")[0], set()).add(
+            run.data.tags["vaestudy.variant"]
+        )
+    assert sorted(len(v) for v in packs.values()) == [1, 1] and len(packs) == 2
+
     c = report.confirmation.set_index("variant")
-    assert sorted(c.index) == ["beta_vae", "elbo"] and (c["seeds"] == 2).all()
+    assert sorted(c.index) == ["beta_vae", "elbo"] and (c["seeds"] == 3).all()
     assert c["test/kl mean"].notna().all() and c["test/kl ±95%"].gt(0).all()  # metric: val/kl
     assert c["feasible 95% CI"].str.match(r"\[\d\.\d\d, \d\.\d\d\]").all()
-    assert "confirmed on test" in resumed.stdout
+    m = report.margins
+    assert set(zip(m["variant"], m["constraint"], strict=True)) >= {
+        ("elbo", "recon<=110"), ("beta_vae", "recon<=110")}  # fmt: skip
+    assert m["margin low"].notna().all() and m["verdict"].isin(
+        ["satisfied", "violated", "undecided"]).all()  # fmt: skip
+    undecided = m[m["verdict"] == "undecided"]
+    assert (undecided["stopped"] == "max_seeds (3) reached").all()
+    assert len(report.pairs) == 1 and report.pairs["seeds"].iloc[0] == 3
+    assert report.race.level == pytest.approx(1 - 0.05 / 2)  # two looks: 1, 3 seeds
+    assert "confirmed on test" in resumed.stdout and "Constraint margins" in resumed.stdout
     answer = resumed.stdout[resumed.stdout.index("Feasible = ") :]  # the answer, and after it
     assert max(len(line) for line in answer.splitlines()) <= 120, answer
     parent = client.get_run(report.parent_run_id)
     assert parent.data.tags["vaestudy.answer"].startswith("confirmed on test")
     assert "confirmed/feasible_low/elbo" in parent.data.metrics
-    table = pd.DataFrame(report.trials)
-    assert (table["phase"] == "confirm").sum() >= 4
+    assert "confirmed/margin_high/recon_le_110/elbo" in parent.data.metrics
+    assert parent.data.tags["vaestudy.verdict.elbo"] == c.loc["elbo", "constraints"]

@@ -64,6 +64,14 @@ def test_every_shipped_study_validates(path):
         ),
         ({"constraints": [{"metric": "test/recon", "bound": 1}]}, "without its split"),
         ({"confirm": {"seeds": 2, "first_seed": 0}}, "overlap the search's train.seed"),
+        ({"confirm": {"seeds": 3, "max_seeds": 2}}, "must be at least seeds"),
+        (  # the race's later seeds must be fresh too
+            {
+                "confirm": {"seeds": 2, "max_seeds": 4},
+                "search": {"train.seed": {"int": [1002, 1010]}},
+            },
+            "1000, 1001, 1002, 1003",  # the seeds up to max_seeds, two of them the search's
+        ),
         ({"colour": "blue"}, "study.colour: unknown key"),
         ({"pack": 2}, "study.search.objective.multiplier.ema: with study.pack > 1"),
         ({"pack": 2, "scheduler": {"kind": "asha"}}, "a scheduler stops single trials"),

@@ -154,3 +154,32 @@ def test_stop_saturated_stops_once_the_last_fifth_is_pinned_and_evaluates(shared
     first = result.history[[r["step"] for r in result.history].index(pinned[0]) - 1]["step"]
     assert result.steps - first == 80  # stopped the moment 20% of 400 steps were at the clip
     assert "iwae_nll" in result.test and "constraint/recon" in result.test
+
+
+def test_the_final_evaluation_fits_the_probe_once_with_the_same_accuracies(
+    shared_data, monkeypatch
+):
+    """The linear probe is fitted on the training split: the final evaluation of the validation
+    and the test split fits it once (the same full-batch fit either way), and a later step
+    fits it anew."""
+    from vaestudy.training import evaluation
+
+    cfg = make_cfg(shared_data, model={"conditional": True}, train={"epochs": 0.2})
+    trainer = Trainer(cfg)
+    trainer._train_loop(None, None)  # `fit` without its final evaluation
+    fresh = [  # a probe fitted for each split, as before the cache
+        evaluation.evaluate_on_device(trainer.model, trainer.objective, trainer.data, cfg.train,
+                                      trainer.step_t, split=split)["probe_acc"].item()
+        for split in ("val", "test")
+    ]  # fmt: skip
+    fits = []
+    original = evaluation.fit_probe
+    monkeypatch.setattr(
+        evaluation, "fit_probe", lambda *a, **k: fits.append(1) or original(*a, **k)
+    )
+    result = trainer.final_result()
+    assert len(fits) == 1
+    assert [result.val["probe_acc"], result.test["probe_acc"]] == pytest.approx(fresh, abs=1e-7)
+    trainer.step += 1  # other weights: a new fit
+    trainer.evaluate(full=True, split="val")
+    assert len(fits) == 2

@@ -1,6 +1,7 @@
 """Vectorised training (torch.func): each member computes what its own Trainer computes."""
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -12,10 +13,10 @@ from vaestudy.training.trainer import Trainer
 from vaestudy.training.vectorized import VectorTrainer
 
 
-def vector_cfgs(root, objective: dict, varied: list[dict]) -> list[RunConfig]:
+def vector_cfgs(root, objective: dict, varied: list[dict], **model: Any) -> list[RunConfig]:
     base = {
         "data": {"root": str(root), "pixels": "bernoulli"},
-        "model": {"hidden": 64, "latent_dim": 4},
+        "model": {"hidden": 64, "latent_dim": 4, **model},
         "train": {"epochs": 2, "batch_size": 16, "log_every": 2, "iwae_samples": 3},
     }
     out = []
@@ -87,6 +88,35 @@ def test_vectorised_members_compute_what_each_trainer_computes(tiny_mnist, objec
         torch.testing.assert_close(tensors(member.objective), tensors(single.objective))
 
 
+@pytest.mark.parametrize("conditional", [False, True], ids=["plain", "conditional"])
+def test_members_with_their_own_batches_compute_what_each_seed_alone_computes(
+    tiny_mnist, conditional
+):
+    """`batches="own"` (confirmation seeds): member k draws its epoch order and binarisation
+    from its own seed, as its own Trainer does; with shared noise, the same step results (a
+    conditional decoder's labels too: per member under vmap)."""
+    cfgs = vector_cfgs(
+        tiny_mnist,
+        {"name": "geco", "multiplier": {"update": "geco", "lr": 1e-2}},
+        [{"train": {"seed": s}} for s in (1000, 1001, 1002)],
+        conditional=conditional,
+    )
+    vt = VectorTrainer(cfgs, noise="same", batches="own")
+    singles = [Trainer(cfg, vt.data) for cfg in cfgs]
+    perm = vt._permutation()
+    assert perm.shape == (3, vt.data.n_train)
+    for k, single in enumerate(singles):
+        assert torch.equal(perm[k], single._permutation())
+    assert not torch.equal(perm[0], perm[1])  # independent replicates, not common batches
+    for step in range(3):
+        torch.manual_seed(7)
+        values, _ = vt._train_step(perm[..., step * 16 : (step + 1) * 16])
+        for k, single in enumerate(singles):
+            torch.manual_seed(7)
+            expected, _ = single._train_step(perm[k, step * 16 : (step + 1) * 16])
+            torch.testing.assert_close(values[k], expected, rtol=1e-4, atol=1e-4)
+
+
 def test_vectorised_fit_gives_each_member_its_trajectory_and_test_metrics(tiny_mnist):
     cfgs = vector_cfgs(
         tiny_mnist,
@@ -150,25 +180,27 @@ def test_a_diverging_member_fails_alone(tiny_mnist):
         assert good.test[key] == pytest.approx(alone.test[key], rel=1e-4, abs=1e-4), key
 
 
-def test_vectorised_checkpoint_resumes_where_it_stopped(tiny_mnist):
+@pytest.mark.parametrize("batches", ["shared", "own"])
+def test_vectorised_checkpoint_resumes_where_it_stopped(tiny_mnist, batches):
     """Save after 4 steps, load into a fresh VectorTrainer, train to 8: the stacked parameters,
     multipliers and trajectories equal those of an uninterrupted run (the checkpoint carries
-    the global random state: the reparameterisation noise continues, not restarts)."""
+    the global random state and every generator: the noise and the binarisation continue, not
+    restart)."""
     cfgs = vector_cfgs(
         tiny_mnist,
         {"name": "lagvae", "multiplier": {"lr": 1e-2}},
         [{"objective": {"mi": 1.0}}, {"objective": {"mi": -1.0}, "train": {"seed": 1}}],
     )
-    straight = VectorTrainer(cfgs)
+    straight = VectorTrainer(cfgs, batches=batches)
     torch.manual_seed(5)
     straight._train_loop(None, None)
 
-    first = VectorTrainer(cfgs)
+    first = VectorTrainer(cfgs, batches=batches)
     first.total_steps = 4
     torch.manual_seed(5)
     first._train_loop(None, None)
     blob = first.save_bytes()
-    resumed = VectorTrainer(cfgs)
+    resumed = VectorTrainer(cfgs, batches=batches)
     torch.manual_seed(999)  # the checkpoint restores the random streams itself
     resumed.load_bytes(blob)
     resumed._train_loop(None, None)

@@ -4,7 +4,8 @@
 from vaestudy import api
 
 api.studies()                          # every study run: status, trials, finished, feasible
-r = api.report("geco")                 # the newest run; r.trials, r.summary, r.confirmation
+r = api.report("geco")                 # the newest run; r.trials, r.summary, r.confirmation,
+                                       # r.margins, r.pairs (with confirmation)
 r = api.report("geco", run="geco-2")   # a run by name, id or id prefix
 api.compare(["geco@geco", "geco@geco-2"]).summary   # two runs (or two studies) side by side
 api.optuna_study("geco")               # the optuna.Study its search used
@@ -18,7 +19,9 @@ artifacts included). The CLI's
 (`vaestudy.training.feasibility`): a trial *satisfies its own constraints*, *satisfies the
 yardstick*, or both: *feasible*; "best" is the search's best trial feasible on the validation split
 by the study's first metric (a validation metric); `confirmation` is the verdict on the test split
-of its retraining with fresh seeds, with 95% intervals (`study.confirm`).
+of its retraining with fresh seeds (`study.confirm`): per variant its constraints' verdict, rates
+and mean with intervals, and its rank from paired differences; `margins` per variant and
+constraint, `pairs` per pair of variants (`vaestudy.report.verdicts`).
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except server_watch.TrackingLost:
             return _interrupted(resume_command(study))
     mark("stopped")
-    from vaestudy.report.tables import answer, answer_table
+    from vaestudy.report.tables import answer, answer_table, margin_table
 
     if outcome.report is not None:
         report = outcome.report
@@ -204,6 +204,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(_wrapped(report.warning()))
         print(f"\n{_wrapped(report.rules_text())}\n")
         print(answer_table(report).to_markdown(index=False, floatfmt=".4g"))
+        margins = margin_table(report)
+        if len(margins):
+            print("\nConstraint margins (test value − target; negative = satisfied):\n")
+            print(margins.to_markdown(index=False))
         print(f"\n{_wrapped(answer(report))}\n")
     diverged = outcome.diverged
     state = "interrupted" if outcome.interrupted else "done"

@@ -96,6 +96,46 @@ def rate_distortion_figure(report: Report) -> plt.Figure:
     return fig
 
 
+def margins_figure(report: Report) -> plt.Figure | None:
+    """Each confirmed variant's mean margin on each of its constraints with its interval (the
+    race's level), one row per variant, one panel per constraint kind; 0 marked: left of it
+    satisfied. Colour = verdict. None without confirmation."""
+    m = report.margins
+    if m is None or not len(m):
+        return None
+    colours = {"satisfied": "tab:green", "violated": "tab:red", "undecided": "tab:orange"}
+    constraints = list(dict.fromkeys(m["constraint"]))
+    variants = list(report.confirmation["variant"]) if report.confirmation is not None else []
+    fig, axes = plt.subplots(1, len(constraints), figsize=(3.2 * len(constraints) + 1.5,
+                             0.45 * len(variants) + 1.6), sharey=True, squeeze=False)  # fmt: skip
+    for ax, constraint in zip(axes[0], constraints, strict=True):
+        rows = m[m["constraint"] == constraint].set_index("variant")
+        for y, variant in enumerate(variants):
+            if variant not in rows.index:
+                continue
+            r = rows.loc[variant]
+            low, high = r["margin low"], r["margin high"]
+            err = (
+                [[r["margin mean"] - low], [high - r["margin mean"]]]
+                if math.isfinite(low)
+                else None
+            )
+            ax.errorbar(r["margin mean"], y, xerr=err, fmt="o", color=colours[r["verdict"]],
+                        capsize=3)  # fmt: skip
+        ax.axvline(0, color="black", lw=1)
+        ax.set_title(constraint, fontsize=9)
+        ax.set_xlabel("margin (value − target)", fontsize=8)
+    axes[0][0].set_yticks(range(len(variants)), variants, fontsize=8)
+    axes[0][0].invert_yaxis()
+    handles = [Line2D([], [], ls="", marker="o", color=c, label=v) for v, c in colours.items()]
+    fig.legend(handles=handles, fontsize=7, loc="upper left", ncol=3)
+    level = report.race.level_text()
+    title = f"{report.study}: margins on test, mean with {level} interval (left of 0: satisfied)"
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def _finite(half: float) -> float:
     return half if math.isfinite(half) else 0.0
 
@@ -140,6 +180,10 @@ def write_report(source: RunReader | MlflowClient, report: Report, out: Path) ->
                                  metrics, out)  # fmt: skip
         save(rate_distortion_figure(report), out / "rate_distortion.png")
         figures = [out / "rate_distortion.png"]
+        margins = margins_figure(report)
+        if margins is not None:
+            save(margins, out / "margins.png")
+            figures.insert(0, out / "margins.png")
         for variant, run_ids, title in trajectory_runs(report):
             histories = []
             for run_id in run_ids:
@@ -153,12 +197,25 @@ def write_report(source: RunReader | MlflowClient, report: Report, out: Path) ->
         figures += drawn
     trials = report.trials
     figure_md = [f"![{f.stem}]({f.name})" for f in figures] + [f"- {n}" for n in notes]
+    confirmed = {
+        name: table
+        for name, table in (("confirmation", report.confirmation), ("margins", report.margins),
+                            ("pairs", report.pairs))
+        if table is not None
+    }  # fmt: skip
     files = {
         "report.md": report.markdown() + "\n## Figures\n\n" + "\n\n".join(figure_md) + "\n",
         "trials.csv": trials.to_csv(index=False),
         "summary.csv": report.summary.to_csv(index=False),
+        **{f"{name}.csv": table.to_csv(index=False) for name, table in confirmed.items()},
         "report.html": (
-            f"<h1>Study {report.study}</h1><p>{report.rules_text()}</p><h2>Per variant</h2>"
+            f"<h1>Study {report.study}</h1><p>{report.rules_text()}</p>"
+            + "".join(
+                f"<h2>{name.capitalize()} on test</h2>"
+                + table.to_html(index=False, float_format="{:.4g}".format)
+                for name, table in confirmed.items()
+            )  # fmt: skip
+            + "<h2>Per variant</h2>"
             + report.summary.to_html(index=False, float_format="{:.4g}".format)
             + "".join(f'<img src="{f.name}">' for f in figures)
             + "".join(f"<p>{n}</p>" for n in notes)

@@ -1,5 +1,4 @@
-"""How sure: 95% intervals for the rates and means a study reports, and which differences between
-variants the data resolve.
+"""How sure: 95% intervals for the rates and means a study reports.
 
 - A rate k/n (runs that satisfy their constraints): the Wilson score interval (Wilson 1927;
   Brown, Cai & DasGupta 2001 recommend it over the normal approximation for small n), with
@@ -7,7 +6,7 @@ variants the data resolve.
   5/5 gives [0.57, 1]; 2/2 gives [0.34, 1]: two seeds say very little.
 - A mean of n runs: mean ± t_{0.975, n−1}·s/√n (Student's t; t = 2.776 for n = 5, 12.71 for
   n = 2). One run has no interval (NaN half-width).
-- Two variants' means: Welch's unequal-variance t-test; a difference with p >= 0.05 is a tie.
+- Margins and paired differences between variants: `vaestudy.report.verdicts`.
 
 Units are those of the metric (nats per example for KL, recon, IWAE NLL).
 """
@@ -73,27 +72,3 @@ def _variance(xs: list[float]) -> float:
     """The unbiased sample variance (n - 1 in the denominator)."""
     mean = sum(xs) / len(xs)
     return sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
-
-
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided p-value of Welch's t-test that `a` and `b` have the same mean (NaN when either
-    has fewer than two runs; 1 when both are constant and equal, 0 when constant and unequal)."""
-    xa = [float(v) for v in a if math.isfinite(v)]
-    xb = [float(v) for v in b if math.isfinite(v)]
-    if len(xa) < 2 or len(xb) < 2:
-        return math.nan
-    if max(xa) == min(xa) and max(xb) == min(xb):
-        return 1.0 if xa[0] == xb[0] else 0.0
-    from scipy.special import stdtr  # Student t CDF
-
-    # Welch (1947): t = (mean_a - mean_b) / se, se^2 = s_a^2/n_a + s_b^2/n_b, and
-    # Welch–Satterthwaite degrees of freedom; what scipy.stats.ttest_ind(equal_var=False) does.
-    va, vb = _variance(xa) / len(xa), _variance(xb) / len(xb)
-    t = (sum(xa) / len(xa) - sum(xb) / len(xb)) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
-    return float(2 * stdtr(df, -abs(t)))
-
-
-def resolved(p: float) -> bool:
-    """Whether a difference with Welch p-value `p` is resolved at the 95% level."""
-    return math.isfinite(p) and p < 1 - LEVEL

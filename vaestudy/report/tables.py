@@ -39,7 +39,17 @@ import pandas as pd
 
 from vaestudy.config.dotted import unprefixed
 from vaestudy.errors import UserError
-from vaestudy.report.intervals import mean_ci, resolved, welch_p, wilson
+from vaestudy.report.intervals import mean_ci, wilson
+from vaestudy.report.verdicts import (
+    Race,
+    ci_text,
+    margins,
+    open_questions,
+    pairs,
+    per_seed,
+    ranking,
+    variant_verdicts,
+)
 from vaestudy.tracking.run_reader import History, RunReader, RunRecord, as_reader
 from vaestudy.tracking.tags import (
     CONFIRM,
@@ -75,6 +85,8 @@ _SEARCH_PARAM = re.compile(r"\.(choice|uniform|loguniform|int|step)(\..*)?$")
 _SHOWN_METRICS = ("test/iwae_nll", "test/kl", "test/recon", "test/active_units", "test/probe_acc")
 TAG_BEST = "vaestudy.best_feasible"  # parent run: the best feasible trial's run id
 TAG_ANSWER = "vaestudy.answer"  # parent run: the answer in one line
+TAG_VERDICT = "vaestudy.verdict"  # parent run, `.<variant>`: the verdict on its constraints
+TAG_RANK = "vaestudy.rank"  # parent run, `.<variant>`: its rank from paired differences
 ANSWER_PREFIX = "**Answer:** "  # the parent run's description starts with the answer
 SUMMARY_HEADING = "## Per variant"  # and ends with the per-variant table
 MAX_TAG_CHARS = 8000  # MLflow's limit on a tag's value (the description is one)
@@ -93,6 +105,9 @@ class Report:
     metrics: tuple[str, ...] = ()  # every metric of the search (several: multi-objective)
     optuna_storage: str = ""  # where the search's Optuna study lives ("" if not recorded)
     confirmation: pd.DataFrame | None = None  # per variant, from the confirmation runs on test
+    margins: pd.DataFrame | None = None  # per confirmed variant and constraint (`verdicts`)
+    pairs: pd.DataFrame | None = None  # per pair of confirmed variants (`verdicts.pairs`)
+    race: Race = Race(0, 0, 0)  # the confirmation's schedule: its decision level
 
     @property
     def test_metric(self) -> str:
@@ -129,6 +144,9 @@ class Report:
         if self.confirmation is not None and len(self.confirmation):
             lines += ["## Confirmed on test", "", _confirm_note(self), ""]
             lines += [_md(self.confirmation), ""]
+            lines += ["### Constraint margins", "", _margins_note(self), ""]
+            lines += [_md(self.margins), "", "### Pairs", "", _pairs_note(self), ""]
+            lines += [_md(self.pairs), ""]
         lines += [SUMMARY_HEADING, "", _md(self.summary), ""]
         lines += ["## Trials", "", _md(self.trials)]
         return "\n".join(lines) + "\n"
@@ -162,12 +180,37 @@ class Report:
 
 def _confirm_note(report: Report) -> str:
     return (
-        "Each variant's selected configuration retrained with fresh seeds; rates are runs "
-        "satisfying their own constraints / the yardstick / both on the test split with 95% "
-        f"Wilson intervals; {report.test_metric} is the mean ± the 95% t half-width; "
-        "`gap` = the selected trial's test − validation value; `rank`: `=k` is a tie with rank k "
-        "(Welch's t-test, p >= 0.05)."
+        "Each variant's selected configuration retrained with fresh seeds, common to every "
+        "variant; `constraints`: every constraint satisfied (`meets`), any violated (`fails`), "
+        "else `undecided` (see the margins); rates are runs satisfying their own constraints / "
+        "the yardstick / both on the test split with 95% Wilson intervals; "
+        f"{report.test_metric} is the mean ± the 95% t half-width; `gap` = the selected trial's "
+        "test − validation value; `rank` from paired differences per seed (`=k`: a tie with "
+        f"rank k at {report.race.level_text()}); `vs above`: the paired difference to the "
+        "variant above, with its interval."
     )
+
+
+def _margins_note(report: Report) -> str:
+    return (
+        "Margin = test value − target in the constraint's units (nats per example; MMD × 10⁴), "
+        "negative = satisfied; mean over seeds with its t interval at "
+        f"{report.race.level_text()}: `satisfied` below 0, `violated` above, `undecided` "
+        "across; `stopped` says why an undecided one got no more seeds."
+    )
+
+
+def _pairs_note(report: Report) -> str:
+    return (
+        f"A ranked above B; diff = A − B in {report.test_metric} per common seed, mean with its "
+        f"paired t interval at {report.race.level_text()} (`tie`: it holds 0); P(A better) = "
+        "share of seeds on which A is better (ties ½), Wilson interval."
+    )
+
+
+def metric_name(constraint: str) -> str:
+    """A constraint's name as a metric-key part: `recon<=135` -> `recon_le_135`."""
+    return file_name(constraint.replace("<=", "_le_").replace(">=", "_ge_"))
 
 
 def file_name(label: str) -> str:
@@ -261,6 +304,11 @@ def build_report(source: RunReader | MlflowClient, study: str, run: str | None =
     trials = trials.reset_index(drop=True)
     summary = _summary(trials, metric, mode)
     metrics = [params[k] for k in sorted(params) if re.fullmatch(r"study\.metric(\.\d+)?", k)]
+    race = Race.from_params(params)
+    yardsticks = dict.fromkeys(trials["variant"], yardstick)
+    confirmation, margin_table, pair_table = confirmation_tables(
+        trials, metric, mode, yardsticks, race
+    )
     return Report(
         study,
         parent.run_id,
@@ -272,7 +320,10 @@ def build_report(source: RunReader | MlflowClient, study: str, run: str | None =
         run_name=parent.tags.get(TAG_OPTUNA, parent.name),
         metrics=tuple(metrics),
         optuna_storage=parent.tags.get(TAG_OPTUNA_STORAGE, ""),
-        confirmation=confirmation_table(trials, metric, mode),
+        confirmation=confirmation,
+        margins=margin_table,
+        pairs=pair_table,
+        race=race,
     )
 
 
@@ -298,12 +349,24 @@ def compare_reports(reports: list[Report]) -> Report:
         parts.append(trials)
     trials = pd.concat(parts, ignore_index=True)
     metric, mode = reports[0].metric, reports[0].mode
+    race = max((r.race for r in reports), key=lambda r: len(r.schedule()))  # the strictest level
+    yardsticks = {  # each trial keeps its own run's yardstick
+        f"{label}: {variant}": r.yardstick
+        for label, r in zip(labels, reports, strict=True)
+        for variant in r.trials["variant"]
+    }
+    confirmation, margin_table, pair_table = confirmation_tables(
+        trials, metric, mode, yardsticks, race
+    )
     return Report(
         study=" vs ".join(labels),
         parent_run_id=", ".join(r.parent_run_id for r in reports),
         trials=trials,
         summary=_summary(trials, metric, mode),
-        confirmation=confirmation_table(trials, metric, mode),
+        confirmation=confirmation,
+        margins=margin_table,
+        pairs=pair_table,
+        race=race,
         yardstick=list(dict.fromkeys(y for r in reports for y in r.yardstick)),
         metric=metric,
         mode=mode,
@@ -368,7 +431,7 @@ def _trial_row(
         }
     verdict = judge(test, yardstick, saturated)
     row[metric] = m.get(metric, math.nan)
-    for name in (test_twin(metric), *_SHOWN_METRICS):
+    for name in (test_twin(metric), *_SHOWN_METRICS, *(f"test/{y.metric}" for y in yardstick)):
         row[name] = m.get(name, math.nan)
     row |= {
         "test/neg_elbo": -m["test/elbo"] if "test/elbo" in m else math.nan,
@@ -434,36 +497,50 @@ def _summary(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def confirmation_table(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame | None:
-    """Per variant, from its confirmation runs (fresh seeds of the selected configuration) on
-    the test split: rates with 95% Wilson intervals, the metric's mean with its 95% t interval,
-    the selection gap, and a ranking in which differences inside the noise are ties (see
-    `vaestudy.report.intervals`). None when the study ran no confirmation."""
+def confirmation_tables(
+    trials: pd.DataFrame, metric: str, mode: str, yardsticks: dict[str, list[Yardstick]], race: Race
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
+    """(per variant, per variant and constraint, per pair of variants) from the confirmation
+    runs on the test split (`vaestudy.report.verdicts`), or Nones when the study ran none.
+    `yardsticks`: each variant's study's yardstick.
+
+    Per variant: seeds, the verdict on its constraints (`meets`, `fails: ...`, `undecided:
+    ...`), rates with 95% Wilson intervals (`vaestudy.report.intervals`), the metric's mean with
+    its 95% t interval, the selection gap, the rank from paired differences (`=k`: tie with rank
+    k) and the paired difference to the variant above. Margins and pairs carry intervals at the
+    race's decision level (`race.level`)."""
     confirm = trials[(trials["phase"] == CONFIRM) & (trials["status"] != INTERRUPTED)]
     if not len(confirm):
-        return None
+        return None, None, None
     twin = test_twin(metric)
+    level = race.level
+    margin_table = _margins(confirm, yardsticks, race)
+    verdicts = variant_verdicts(margin_table) if len(margin_table) else {}
+    values = _metric_by_seed(confirm, twin)
+    order, ranks = ranking(values, mode, level)
+    pair_table = pairs(values, mode, level, twin)
     by_run = trials.set_index("run_id")
-    rows, samples = [], {}
-    for variant, group in confirm.groupby("variant", sort=True):
+    rows = []
+    for i, (variant, rank) in enumerate(zip(order, ranks, strict=True)):
+        group = confirm[confirm["variant"] == variant]
         n = len(group)
-        selected = (
-            by_run.loc[group["confirms"].iloc[0]]
-            if group["confirms"].iloc[0] in by_run.index
-            else None
-        )
-        values = group.loc[group["status"].isin(WITH_TEST), twin].tolist()
-        samples[variant] = values
-        ci = mean_ci(values)
-        row: dict[str, Any] = {"variant": variant, "selected": "", "seeds": n}
-        if selected is not None:
-            row["selected"] = selected["trial"]
+        picked = group["confirms"].iloc[0]
+        selected = by_run.loc[picked] if picked in by_run.index else None
+        row: dict[str, Any] = {
+            "rank": rank,
+            "variant": variant,
+            "selected": "" if selected is None else selected["trial"],
+            "seeds": n,
+            "verdict": verdicts.get(variant, ("meets", ""))[0],
+            "constraints": verdicts.get(variant, ("", "no constraint"))[1],
+        }
         for label, column in (("own", "satisfies_own"), ("yardstick", "satisfies_yardstick"),
                               ("feasible", "feasible")):  # fmt: skip
             k = int(group[column].sum())
             interval = wilson(k, n)
             row |= {label: f"{k}/{n}", f"{label} 95% CI": interval.text()}
             row |= {f"{label}_low": interval.low, f"{label}_high": interval.high}
+        ci = mean_ci(list(values[variant].values()))
         row |= {f"{twin} mean": ci.mean, f"{twin} ±95%": ci.half}
         if selected is not None:
             row |= {
@@ -471,44 +548,69 @@ def confirmation_table(trials: pd.DataFrame, metric: str, mode: str) -> pd.DataF
                 f"selected {twin}": selected[twin],
                 "gap": selected[twin] - selected[metric],
             }
+        row["vs above"] = "" if i == 0 else _versus(pair_table, order[i - 1], variant)
         rows.append(row)
-    table = pd.DataFrame(rows)
-    return _ranked(table, samples, f"{twin} mean", mode)
+    if len(margin_table):  # variants in rank order, each one's constraints as they came
+        rank = margin_table["variant"].map({v: i for i, v in enumerate(order)})
+        margin_table = margin_table.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
+    return pd.DataFrame(rows), margin_table, pair_table
 
 
-def _ranked(table: pd.DataFrame, samples: dict[str, list[float]], column: str, mode: str):
-    """Rank variants by `column` (best first); a variant whose runs do not differ from the
-    best-ranked variant above it that it is resolved from (Welch, p >= 0.05) shares its rank
-    (`=k`); `vs above`: the p-value against the next better variant."""
-    order = table.sort_values(column, ascending=mode == "min", na_position="last")
-    ranks, p_above, leader = [], [], None
-    for i, variant in enumerate(order["variant"]):
-        p = welch_p(samples[order["variant"].iloc[i - 1]], samples[variant]) if i else math.nan
-        p_above.append(p)
-        if i == 0 or resolved(welch_p(samples[order["variant"].iloc[leader]], samples[variant])):
-            leader = i
-            ranks.append(str(i + 1))
-        else:
-            ranks.append(f"={leader + 1}")
-    order = order.assign(rank=ranks, **{"p vs above": p_above})
-    return order.reset_index(drop=True)
+def _margins(
+    confirm: pd.DataFrame, yardsticks: dict[str, list[Yardstick]], race: Race
+) -> pd.DataFrame:
+    """`verdicts.margins` of each variant's runs by its own study's yardstick."""
+    parts = [
+        margins(runs, yardsticks[variant], race.level, race.max_seeds)
+        for variant, runs in confirm.groupby("variant", sort=True)
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def _metric_by_seed(confirm: pd.DataFrame, column: str) -> dict[str, dict[int, float]]:
+    """Per confirmed variant (every one, if without a finished run), `column` by seed."""
+    values = per_seed(confirm[confirm["status"].isin(WITH_TEST)], column)
+    return values | {v: {} for v in confirm["variant"].unique() if v not in values}
+
+
+def open_after(report: Report, look: int) -> dict[str, list[str]]:
+    """The variants that the race gives more seeds after its look `look` (0-based), each with
+    why (`vaestudy.report.verdicts.open_questions`), judged on the confirmation runs of the
+    seeds up to that look only: a resumed race plans each look as it was planned first."""
+    race = report.race
+    upto = race.first_seed + race.schedule()[look]
+    trials = report.trials
+    confirm = trials[(trials["phase"] == CONFIRM) & (trials["status"] != INTERRUPTED)
+                     & (trials["train.seed"] < upto)]  # fmt: skip
+    margin_table = _margins(confirm, dict.fromkeys(confirm["variant"], report.yardstick), race)
+    values = _metric_by_seed(confirm, report.test_metric)
+    return open_questions(confirm, margin_table, values, report.mode, race.level, race.max_seeds)
+
+
+def _versus(pair_table: pd.DataFrame, above: str, variant: str) -> str:
+    """The paired difference `variant` − `above` in words: `+2.1 [0.4, 3.8]`."""
+    row = pair_table[(pair_table["A"] == above) & (pair_table["B"] == variant)].iloc[0]
+    if not row["seeds"]:
+        return "no common seed"
+    return ci_text(-row["diff mean"], -row["diff high"], -row["diff low"])
 
 
 def answer(report: Report) -> str:
-    """The study's answer in one line: with confirmation, each variant's rate of runs feasible
-    on test with its interval and the ranking by the confirmed mean (ties named); without, the
-    search's feasible counts and the trial selected on validation."""
+    """The study's answer in one line: with confirmation, per variant its rank from paired
+    differences, the confirmed mean, its verdict on its constraints and its rate of runs feasible
+    on test with its interval; without, the search's feasible counts and the trial selected on
+    validation."""
     warn = "SELECTION USED THE TEST SPLIT (data.validation: 0); " if report.selects_on_test else ""
     c = report.confirmation
     if c is not None and len(c):
         mean = f"{report.test_metric} mean"
         parts = [
             f"{r['rank']} {r['variant']} {r[mean]:.4g}±{r[f'{report.test_metric} ±95%']:.2g}"
-            f" feasible {r['feasible']} {r['feasible 95% CI']}"
+            f" {r['verdict']}, feasible {r['feasible']} {r['feasible 95% CI']}"
             for r in c.to_dict("records")
         ]
         ties = c["rank"].str.startswith("=").any()
-        tail = " (=k: tie with rank k at 95%)" if ties else ""
+        tail = f" (=k: paired tie with rank k at {report.race.level_text()})" if ties else ""
         return f"{warn}confirmed on test, ranked by {mean}{tail}: " + "; ".join(parts)
     s = report.summary
     parts = [f"{r.variant} {r.feasible}/{r.trials}" for r in s.itertuples()]
@@ -528,9 +630,11 @@ def answer_table(report: Report) -> pd.DataFrame:
     c = report.confirmation
     if c is not None and len(c):
         mean = f"{report.test_metric} mean"
-        out = c[["rank", "variant", "seeds", "feasible", "feasible 95% CI"]].copy()
+        out = c[["rank", "variant", "seeds", "verdict"]].copy()
+        out["feasible"] = c["feasible"] + " " + c["feasible 95% CI"]
         half = c[f"{report.test_metric} ±95%"]
         out[report.test_metric] = [f"{m:.4g} ± {h:.2g}" for m, h in zip(c[mean], half, strict=True)]
+        out["vs above"] = c["vs above"]
         return out
     s = report.summary
     out = s[["variant", "trials", "feasible"]].copy()
@@ -543,10 +647,27 @@ def answer_table(report: Report) -> pd.DataFrame:
     return out
 
 
+def margin_table(report: Report) -> pd.DataFrame:
+    """What `vaestudy run` prints under the answer: each confirmed variant's margin on each of
+    its constraints, with its interval, verdict and, for an undecided one, why it stopped."""
+    m = report.margins
+    if m is None or not len(m):
+        return pd.DataFrame()
+    out = m[["variant", "constraint", "seeds"]].copy()
+    out[f"margin [{report.race.level_text().split(' ')[0]}]"] = [
+        ci_text(*r) for r in zip(m["margin mean"], m["margin low"], m["margin high"], strict=True)
+    ]
+    out["verdict"] = m["verdict"]
+    out["stopped"] = m["stopped"]
+    return out
+
+
 def log_answer(client: MlflowClient, report: Report) -> None:
     """Per variant `trials/`, `feasible/`, `satisfy_own/`, `satisfy_yardstick/`, `saturated/`
     counts and the study-wide `feasible` count as metrics of the parent run (with confirmation,
-    `confirmed/<own|yardstick|feasible>_<rate|low|high>/<variant>` and the confirmed mean); the
+    `confirmed/<own|yardstick|feasible>_<rate|low|high>/<variant>`, the confirmed mean, the
+    seeds, `confirmed/margin_<mean|low|high>/<constraint>/<variant>`, and the verdict and rank
+    as tags `vaestudy.verdict.<variant>`, `vaestudy.rank.<variant>`); the
     trial selected on validation (run id and name) as tags (`vaestudy.best_feasible`, per variant
     `vaestudy.best_feasible.<variant>`) and its test metrics as `best_feasible/<metric>`; the
     answer in one line as the tag `vaestudy.answer` and atop the run's description (its note in
@@ -573,6 +694,13 @@ def log_answer(client: MlflowClient, report: Report) -> None:
         mean = row[f"{report.test_metric} mean"]
         if math.isfinite(mean):
             metrics[f"confirmed/{report.test_metric}/{key}"] = mean
+        metrics[f"confirmed/seeds/{key}"] = float(row["seeds"])
+        tags |= {f"{TAG_VERDICT}.{key}": row["constraints"], f"{TAG_RANK}.{key}": row["rank"]}
+    for row in [] if report.margins is None else report.margins.to_dict("records"):
+        key = f"{metric_name(row['constraint'])}/{file_name(row['variant'])}"
+        for part in ("mean", "low", "high"):
+            if math.isfinite(row[f"margin {part}"]):
+                metrics[f"confirmed/margin_{part}/{key}"] = row[f"margin {part}"]
     best = report.best_feasible()
     if best is not None:
         tags |= {TAG_BEST: best["run_id"], f"{TAG_BEST}_trial": best["trial"]}
@@ -594,6 +722,8 @@ def _described(note: str, report: Report) -> str:
         head = head.partition("\n\n")[2]
     confirmed = report.confirmation
     table = _md(report.summary if confirmed is None else answer_table(report))
+    if confirmed is not None:
+        table += f"\n\n{_margins_note(report)}\n\n{_md(margin_table(report))}"
     described = (
         f"{ANSWER_PREFIX}{answer(report)}\n\n{head.rstrip()}\n\n{SUMMARY_HEADING}\n\n"
         f"{report.rules_text()}\n\n{table}\n"

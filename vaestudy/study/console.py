@@ -27,7 +27,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from vaestudy.study.report_keys import DIVERGED
+from vaestudy.config.dotted import unprefixed
+from vaestudy.study.report_keys import DIVERGED, member_key, member_prefix
 from vaestudy.study.spec import Study, trial_label
 
 _COLUMNS = ("trial", "variant", "status", "step", "loss", "constraints", "λ")
@@ -193,6 +194,17 @@ def error_cause(trial: Any) -> str:
     return textwrap.shorten((found or lines or ["an empty error file"])[-1], 200)
 
 
+def _members(trial: Any, result: dict[str, Any] | None = None):
+    """(key, config, result) per trial the Tune trial trains: itself, or each member of a pack
+    (`{"members": [...]}`, results under `member<i>/`), as its MLflow runs are keyed."""
+    members = trial.config.get("members")
+    if members is None:
+        yield trial.trial_id, trial.config, result or {}
+        return
+    for i, config in enumerate(members):
+        yield member_key(trial.trial_id, i), config, unprefixed(result or {}, member_prefix(i))
+
+
 def tune_callback(progress: StudyProgress):
     """A Ray Tune callback feeding `progress` (Ray is imported here, not at module import)."""
     from ray import tune
@@ -206,19 +218,26 @@ def tune_callback(progress: StudyProgress):
 
         def _show(self, method: str, trial, *args: Any) -> None:
             if self.progress is not None:
-                getattr(self.progress, method)(trial.trial_id, trial.config, *args)
+                for key, config, _ in _members(trial):
+                    getattr(self.progress, method)(key, config, *args)
 
         def on_trial_start(self, iteration, trials, trial, **info) -> None:
             self._show("update", trial)
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            self._show("result", trial, result)
+            if self.progress is not None:
+                for key, config, own in _members(trial, result):
+                    self.progress.result(key, config, own)
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            last = trial.last_result or {}
-            diverged = last.get(DIVERGED)
-            status = "stopped early" if diverged is None else "diverged" if diverged else "ended"
-            self._show("ended", trial, status)
+            if self.progress is None:
+                return
+            for key, config, last in _members(trial, trial.last_result or {}):
+                diverged = last.get(DIVERGED)
+                status = (
+                    "stopped early" if diverged is None else "diverged" if diverged else "ended"
+                )
+                self.progress.ended(key, config, status)
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             where = getattr(trial, "path", None) or "the study log"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,18 +224,28 @@ class StudySearch(OptunaSearch):
         num_trials: int,
         teller: TrialTeller,
         balance: list[str] | None = None,
+        refill: Callable[[optuna.Study], list[dict[str, Any]]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.num_trials = num_trials
         self.teller = teller
         self.balance = balance
+        self.refill = refill
 
     def suggest(self, trial_id: str) -> dict | None:
         if trial_id not in self._ot_trials:
             trials = self._ot_study.get_trials(deepcopy=False)
             if sum(counts(t) for t in trials) >= self.num_trials:
                 return Searcher.FINISHED
+            if self.refill is not None and not any(t.state == TrialState.WAITING for t in trials):
+                if set(self._ot_trials) - self._completed_trials:
+                    return None  # wait: what runs now decides what is enqueued next
+                more = self.refill(self._ot_study)
+                if not more:
+                    return Searcher.FINISHED
+                for params in more:
+                    self._ot_study.enqueue_trial(params)
             if self.balance:
                 self._ot_study.enqueue_trial({"objective": self._next_variant(trials)})
         config = super().suggest(trial_id)
@@ -289,15 +300,21 @@ class PackSearch(StudySearch):
         self.pack = pack
         self._members: dict[str, list[str]] = {}
 
+    def joins(self, first: dict[str, Any]) -> bool:
+        """Whether the next trial may join a pack whose first member is `first` (here: any)."""
+        return True
+
     def suggest(self, trial_id: str) -> dict | None:
-        configs = []
+        configs: list[dict[str, Any]] = []
         for i in range(self.pack):
+            if configs and not self.joins(configs[0]):
+                break
             config = super().suggest(member_key(trial_id, i))
             if not isinstance(config, dict):
+                if not configs:
+                    return config  # None (wait) or FINISHED
                 break
             configs.append(config)
-        if not configs:
-            return Searcher.FINISHED
         self._members[trial_id] = [member_key(trial_id, i) for i in range(len(configs))]
         return {"members": configs}
 
@@ -330,9 +347,14 @@ def make_search(
     sampler: optuna.samplers.BaseSampler | None = None,
     num_trials: int | None = None,
     pack: int | None = None,
+    packs: Callable[..., PackSearch] = PackSearch,
+    refill: Callable[[optuna.Study], list[dict[str, Any]]] | None = None,
 ) -> StudySearch:
     """The study's search (its space, sampler, budget and pack size), or, with the keyword
-    arguments, another walk over the same metrics and ledger rules (`vaestudy.study.confirm`)."""
+    arguments, another walk over the same metrics and ledger rules (`vaestudy.study.confirm`:
+    with `refill`, it runs only enqueued trials, and when none waits and none runs, what
+    `refill(the Optuna study)` says to enqueue next, until it says nothing); `packs` makes the
+    search of a pack size above 1."""
     spec = study.spec
     multi = len(spec.metrics) > 1
     pack = spec.pack if pack is None else pack
@@ -346,9 +368,10 @@ def make_search(
         "study_name": study_name,
         "storage": storage,
         "num_trials": spec.num_trials if num_trials is None else num_trials,
+        "refill": refill,
     }
     if space is None and spec.budget_per_variant:
         common["balance"] = choice_labels("objective", study.distributions["objective"], study)
     if pack > 1:
-        return PackSearch(**common, pack=pack)
+        return packs(**common, pack=pack)
     return StudySearch(**common)

@@ -12,6 +12,7 @@
       max_failures: 2                # Ray Tune retries of a crashed trial
       pack: 1                        # trials trained together as one vectorised computation
       checkpoint_interval_s: 30      # least seconds between a trial's checkpoints (0: each eval)
+      confirm: {seeds: 3, max_seeds: 6}   # after the search: fresh seeds per variant, raced
       search:                        # dotted keys into the template; list elements by index
         objective.kappa: {uniform: [80, 110]}
         objective.multiplier.lr: {loguniform: [1.0e-4, 1.0e-2]}
@@ -211,15 +212,39 @@ class DivergencePolicy(_Spec):
 
 
 class ConfirmSpec(_Spec):
-    """After the search, retrain each variant's selected configuration with `seeds` fresh seeds
+    """After the search, retrain each variant's selected configuration with fresh seeds
     (`vaestudy.study.confirm`): `first_seed`, `first_seed + 1`, ..., none of which the search
-    may use."""
+    may use. `seeds` per variant first; then, while a variant's verdict is still open (an
+    undecided constraint, a tie with its neighbour that more seeds could resolve), `step` more
+    (default: `seeds`) at each look, up to `max_seeds` (default: `seeds`, no race). The looks'
+    decisions are made at the Bonferroni level 1 − 0.05/looks (`vaestudy.report.verdicts`)."""
 
     seeds: int = Field(0, ge=0, description="fresh seeds per variant (0: no confirmation)")
+    max_seeds: int | None = Field(
+        None, ge=1, description="most seeds per variant while its verdict is open (race)"
+    )
+    step: int | None = Field(None, ge=1, description="seeds added per look (default: seeds)")
     first_seed: int = Field(1000, ge=0)
+    pack: bool | None = Field(
+        None,
+        description="train a variant's seeds of a look as one vectorised computation (default: "
+        "when trials train on a GPU)",
+    )
+
+    @model_validator(mode="after")
+    def _check_race(self) -> ConfirmSpec:
+        if self.max_seeds is not None and self.max_seeds < self.seeds:
+            raise ValueError(
+                f"max_seeds ({self.max_seeds}) must be at least seeds ({self.seeds}): the race "
+                "starts with `seeds` per variant and adds seeds up to `max_seeds`"
+            )
+        if self.max_seeds is not None and not self.seeds:
+            raise ValueError("max_seeds needs seeds > 0 (the seeds every variant starts with)")
+        return self
 
     def seeds_list(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
+        """Every seed the confirmation may use (up to `max_seeds` per variant)."""
+        return list(range(self.first_seed, self.first_seed + (self.max_seeds or self.seeds)))
 
 
 class StudySpec(_Spec):

@@ -6,9 +6,10 @@ under `member<i>/` (and the pack's best under the study metric, for Tune's progr
 
 - Resolves the trial config from the study template and the sampled parameters.
 - Opens (or, after a retry or restore, reopens) its MLflow child run by Tune trial id.
-- Trains; at every evaluation it logs the validation metrics (`val/...`) with the trajectory to
-  MLflow and reports them to Tune (for the searcher and the scheduler), with a Tune checkpoint of
-  the full training state when `study.checkpoint_interval_s` has passed since the last one.
+- Trains; at its evaluations it logs the validation metrics (`val/...`) with the trajectory to
+  MLflow and reports them to Tune (for the searcher and the scheduler: at every evaluation with a
+  scheduler, else at most every `SEND_EVERY_S`), with a Tune checkpoint of the full training
+  state when `study.checkpoint_interval_s` has passed since the last one.
 - At the end it logs the validation and the test metrics (`val/...`, `test/...`; the test split
   is scored only here, and Tune and Optuna never see it) and the artifacts (samples,
   reconstructions, trajectory plot, model weights), tags the run with where it stands
@@ -33,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ray
 import torch
@@ -185,19 +186,34 @@ def _restore(trainer: Trainer, runs: list[TrialRun]) -> None:
         run.set_tags({TAG_RESTORED: str(trainer.step)})
 
 
+SEND_EVERY_S = 2.0  # without a scheduler: least seconds between a trial's sends
+
+
 class Reporter:
-    """Reports a trial's held-out metrics to Tune at each evaluation, with a checkpoint when
-    `study.checkpoint_interval_s` has passed since the last one (and at the first evaluation):
-    the training state, and the points `runs` could not send yet (a tracking outage)."""
+    """Sends a trial's held-out metrics at its evaluations: the points its `runs` queued to
+    MLflow, and the metrics to Tune. At every evaluation when a scheduler reads them; else at
+    most every `SEND_EVERY_S` (each send is a request per run to the tracking server, which
+    shares the trials' cores; the points wait queued for the next send or the trial's end).
+    With a Tune checkpoint when `study.checkpoint_interval_s` has passed since the last one
+    (and at the first evaluation): the training state, and the points `runs` could not send yet
+    (a tracking outage)."""
 
     def __init__(self, study: Study, runs: list[TrialRun]) -> None:
         self.interval = study.spec.checkpoint_interval_s
+        self.every = 0.0 if study.spec.scheduler is not None else SEND_EVERY_S
         self.runs = runs
-        self.last: float | None = None
+        self.last: float | None = None  # the last checkpoint
+        self.sent: float | None = None  # the last send
 
     def __call__(self, metrics: dict[str, Any], state: Callable[[], bytes]) -> None:
         now = time.monotonic()
-        if self.last is not None and now - self.last < self.interval:
+        checkpoint = self.last is None or now - self.last >= self.interval
+        if not checkpoint and self.sent is not None and now - self.sent < self.every:
+            return
+        self.sent = now
+        for run in self.runs:
+            run.flush(strict=False)  # a tracking outage must not stop training
+        if not checkpoint:
             tune.report(metrics)
             return
         self.last = now
@@ -296,17 +312,20 @@ def _train(study: Study, cfg: RunConfig, run: TrialRun) -> None:
     clock = ComputeClock()
     trainer = Trainer(cfg)
     _restore(trainer, [run])
-    last_good = trainer.save_bytes()
+    policy = study.spec.on_divergence
+    # Where a divergence restart goes back to: the state at the last evaluation, kept in memory
+    # only when restarts are allowed (a checkpoint, taken at an evaluation, is that state too).
+    last_good = trainer.save_bytes() if policy.retries else b""
     report = Reporter(study, [run])
 
     def on_eval(step: int, quick: dict[str, float]) -> None:
         nonlocal last_good
         run.add_metrics(quick, step, "val/")
-        run.flush(strict=False)  # a tracking outage must not stop training
-        last_good = trainer.save_bytes()  # in memory: where a divergence restart goes back to
-        report(_tune_metrics(study, quick, trainer.history[-1]), lambda: last_good)
+        if policy.retries:
+            last_good = trainer.save_bytes()
+        state = (lambda: last_good) if policy.retries else trainer.save_bytes
+        report(_tune_metrics(study, quick, trainer.history[-1]), state)
 
-    policy = study.spec.on_divergence
     restarts = 0
     while True:
         try:
@@ -355,13 +374,18 @@ def run_pack(config: dict[str, Any], ctx: TrialContext) -> None:
     if all(run.closed is not None for run in runs):
         tune.report(_pack_report(study, [_closed_report(study, run) for run in runs]))
         return
+    # Confirmation seeds are replicates: each draws its own batches (the search's packed trials
+    # share theirs: common random numbers between settings).
+    replicates = all(CONFIRMS in member for member in config["members"])
     with errors_recorded(runs):
-        _train_pack(study, list(cfgs), list(runs))
+        _train_pack(study, list(cfgs), list(runs), "own" if replicates else "shared")
 
 
-def _train_pack(study: Study, cfgs: list[RunConfig], runs: list[TrialRun]) -> None:
+def _train_pack(
+    study: Study, cfgs: list[RunConfig], runs: list[TrialRun], batches: Literal["shared", "own"]
+) -> None:
     """A pack's training, reports and each member's end."""
-    trainer = VectorTrainer(cfgs)
+    trainer = VectorTrainer(cfgs, batches=batches)
     _restore(trainer, runs)
     report = Reporter(study, runs)
 
@@ -374,7 +398,6 @@ def _train_pack(study: Study, cfgs: list[RunConfig], runs: list[TrialRun]) -> No
     def on_eval(step: int, quick: dict[str, float]) -> None:
         for i, run in enumerate(runs):
             run.add_metrics(member_view(quick, i), step, "val/")
-            run.flush(strict=False)
         reports = [
             _tune_metrics(study, member_view(quick, i), member.history[-1])
             | {DIVERGED: int(i in trainer.diverged)}

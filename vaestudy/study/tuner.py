@@ -33,7 +33,6 @@ from vaestudy.errors import UserError
 from vaestudy.report.tables import build_report
 from vaestudy.study import confirm, interrupts
 from vaestudy.study.cluster import check_nodes_reach
-from vaestudy.study.confirm import LEDGER_SUFFIX
 from vaestudy.study.console import StudyProgress, mark, tune_callback
 from vaestudy.study.description import study_note
 from vaestudy.study.ledger import Ledger, resumed_ledger, settle_orphaned_trials
@@ -146,7 +145,7 @@ def tune_study(
         if study.spec.confirm.seeds and not ledger.remaining(budget):
             phase = _Confirmation(study, session, experiment, parent_id, ledger, storage)
             grids += phase.run(ctx, resume, progress)
-            interrupted = phase.interrupted()
+            interrupted = False  # a stop signal raised; errored runs are counted as such
     except KeyboardInterrupt:
         interrupted = True  # Tune saved its state; --resume continues
     mark("trials")
@@ -195,7 +194,8 @@ def _now() -> str:
 
 class _Confirmation:
     """The confirmation phase of a study run (`vaestudy.study.confirm`): its plan, its ledger
-    (`<run>-confirm` beside the search's) and its Tune experiment."""
+    (`<run>-confirm` beside the search's) and its Tune experiment, in which the race's looks
+    follow one another."""
 
     def __init__(
         self,
@@ -206,38 +206,29 @@ class _Confirmation:
         search_ledger: Ledger,
         storage: str,
     ) -> None:
-        self.study, self.client = study, session.client
+        self.study, self.session, self.client = study, session, session.client
         self.experiment, self.parent_id = experiment, parent_id
-        self.ledger = Ledger(search_ledger.name + LEDGER_SUFFIX, search_ledger.storage)
+        self.ledger = Ledger(search_ledger.name + confirm.LEDGER_SUFFIX, search_ledger.storage)
         searched = search_ledger.load()
         assert searched is not None  # the search ran
         report = build_report(session.reader, study.name, parent_id)
         self.entries = confirm.plan(study, report, self.client, searched)
         self.storage = storage
-        self.uncounted = 0
-
-    def left(self) -> int:
-        return self.ledger.remaining(len(self.entries))
-
-    def interrupted(self) -> bool:
-        """Runs are left that did not error in this session (those run again on --resume)."""
-        return self.left() > self.ledger.uncounted_failures() - self.uncounted
 
     def run(
         self, ctx: TrialContext, resume: bool, progress: StudyProgress | None
     ) -> list[tune.ResultGrid]:
-        """Run the plan's entries the ledger lacks (after settling a killed driver's)."""
+        """The race, from where the ledger stands (after settling a killed driver's runs)."""
         if resume:
             settle_orphaned_trials(self.study, self.ledger, self.client, self.experiment,
                                    self.parent_id, interrupted=True)  # fmt: skip
-        self.uncounted = self.ledger.uncounted_failures()
-        if not self.left():
-            return []
+        looks = confirm.Looks(self.study, self.entries, self.session.reader, self.parent_id)
+        pack = confirm.pack_size(self.study, self.entries)
         search = confirm.make_confirm_search(self.study, self.entries, self.ledger.storage,
-                                             self.ledger.name)  # fmt: skip
-        trainable = _trainable(self.study, ctx, pack=1)
+                                             self.ledger.name, looks, pack)  # fmt: skip
+        trainable = _trainable(self.study, ctx, pack)
         tune_path = f"{uri_child(self.storage, self.ledger.name)}-{_now()}"
-        tuner = _new_tuner(self.study, trainable, search, self.left(), tune_path, progress,
+        tuner = _new_tuner(self.study, trainable, search, len(self.entries), tune_path, progress,
                            scheduler=False)  # fmt: skip
         return [_fit(tuner)]
 

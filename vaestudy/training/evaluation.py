@@ -22,6 +22,7 @@ once, at the end (`Trainer.final_result`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -101,18 +102,25 @@ def active_units(means: Tensor) -> Tensor:
     return (means.var(0, unbiased=True) > ACTIVE_UNIT_THRESHOLD).sum().float()
 
 
-def linear_probe_accuracy(
-    train_z: Tensor,
-    train_y: Tensor,
-    test_z: Tensor,
-    test_y: Tensor,
-    n_classes: int,
-    steps: int = 300,
-) -> Tensor:
-    """Multinomial logistic regression on standardised features, full-batch Adam; the accuracy
-    on (test_z, test_y) as a 0-dim tensor."""
+@dataclass(frozen=True)
+class Probe:
+    """A multinomial logistic regression on standardised encoder means (`fit_probe`)."""
+
+    mean: Tensor
+    std: Tensor
+    w: Tensor
+    bias: Tensor
+
+    def accuracy(self, z: Tensor, y: Tensor) -> Tensor:
+        """Its accuracy on (z, y) as a 0-dim tensor."""
+        return ((((z - self.mean) / self.std) @ self.w + self.bias).argmax(1) == y).float().mean()
+
+
+def fit_probe(train_z: Tensor, train_y: Tensor, n_classes: int, steps: int = 300) -> Probe:
+    """The probe fitted to (train_z, train_y): standardised features, full-batch Adam from
+    zeros (deterministic: the same fit whichever split it then scores)."""
     mean, std = train_z.mean(0), train_z.std(0).clamp_min(1e-6)
-    a, b = (train_z - mean) / std, (test_z - mean) / std
+    a = (train_z - mean) / std
     with torch.enable_grad():
         w = torch.zeros(a.shape[1], n_classes, device=a.device, requires_grad=True)
         bias = torch.zeros(n_classes, device=a.device, requires_grad=True)
@@ -121,7 +129,7 @@ def linear_probe_accuracy(
             opt.zero_grad()
             F.cross_entropy(a @ w + bias, train_y).backward()
             opt.step()
-    return ((b @ w + bias).argmax(1) == test_y).float().mean()
+    return Probe(mean, std, w.detach(), bias.detach())
 
 
 @torch.no_grad()
@@ -156,13 +164,16 @@ def evaluate_on_device(
     split: Split = "val",
     full: bool = True,
     log_likelihood: bool = True,
+    probes: dict[str, Probe] | None = None,
 ) -> dict[str, Tensor]:
     """Metrics of the held-out `split` as 0-dim device tensors (no host sync). `full=False`
     skips the IWAE, active units and the probe; `log_likelihood=False` (the objective's recon
     is not −log p(x|z)) skips the IWAE.
 
     The objective's metrics use the training batch size, since batch statistics (MMD, the
-    pairwise marginal KL) depend on it; the rest use `cfg.eval_batch_size`.
+    pairwise marginal KL) depend on it; the rest use `cfg.eval_batch_size`. `probes`: where the
+    linear probe fitted on the training split is kept for the next split evaluated with the
+    same weights (the caller's to empty when they change).
     """
     batch_size = cfg.eval_batch_size
     was_training = model.training
@@ -178,11 +189,16 @@ def evaluate_on_device(
             held_mu = encoder_means(model, x, batch_size)
             metrics["active_units"] = active_units(held_mu)
             if model.n_classes:
-                train_mu = encoder_means(model, data.train_x, batch_size)
-                metrics["probe_acc"] = linear_probe_accuracy(
-                    train_mu, data.train_y, held_mu, y, data.n_classes
-                )
-                counts = F.one_hot(y, data.n_classes).sum(0)  # a static shape, unlike bincount
+                probe = (probes or {}).get("probe")
+                if probe is None:
+                    train_mu = encoder_means(model, data.train_x, batch_size)
+                    probe = fit_probe(train_mu, data.train_y, data.n_classes)
+                    if probes is not None:
+                        probes["probe"] = probe
+                metrics["probe_acc"] = probe.accuracy(held_mu, y)
+                # one-hot by comparison: F.one_hot checks its classes on the host (a sync)
+                classes = torch.arange(data.n_classes, device=y.device)
+                counts = (y.unsqueeze(-1) == classes).sum(0)  # a static shape, unlike bincount
                 metrics["probe_chance"] = counts.max() / counts.sum()
     finally:
         model.train(was_training)

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from vaestudy.config.run import RunConfig, TrainConfig
 from vaestudy.training.data import DeviceData, Split, device_generator, load_data
-from vaestudy.training.evaluation import evaluate_on_device, host_values
+from vaestudy.training.evaluation import Probe, evaluate_on_device, host_values
 from vaestudy.training.feasibility import saturated
 from vaestudy.training.likelihoods import make_nll
 from vaestudy.training.models import VAE, build_model
@@ -193,6 +193,7 @@ class Trainer:
         self.step_t = torch.zeros((), dtype=torch.long, device=self.device)
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self._probe_cache: tuple[int, dict[str, Probe]] = (-1, {})
         self.steps_per_epoch = max(1, self.data.n_train // tc.batch_size)
         self.total_steps = max(1, round(tc.epochs * self.steps_per_epoch))
         self.log_every = tc.log_every or max(1, self.total_steps // TRAJECTORY_POINTS)
@@ -254,7 +255,7 @@ class Trainer:
             pos = self.step % self.steps_per_epoch
             if pos == 0 and self.step > 0:
                 perm = self._permutation()
-            idx = perm[pos * tc.batch_size : (pos + 1) * tc.batch_size]
+            idx = perm[..., pos * tc.batch_size : (pos + 1) * tc.batch_size]
             values, keys = self._train_step(idx)
             acc = values if acc is None else acc + values
             window += 1
@@ -323,7 +324,15 @@ class Trainer:
                 split=split,
                 full=full,
                 log_likelihood=self.cfg.data.log_likelihood,
+                probes=self._probes(),
             )
+
+    def _probes(self) -> dict[str, Probe]:
+        """Where the evaluations at this step keep their linear probe (fitted on the training
+        split: the final evaluation of the validation and the test split fit it once)."""
+        if self._probe_cache[0] != self.step:
+            self._probe_cache = (self.step, {})
+        return self._probe_cache[1]
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -345,6 +354,7 @@ class Trainer:
         self.step = int(state["step"])
         self.step_t.fill_(self.step)
         self.history = list(state["history"])
+        self._probe_cache = (-1, {})  # other weights, perhaps at a step already evaluated
         self.restore_random(state)
 
     def restore_random(self, state: dict[str, Any]) -> None:

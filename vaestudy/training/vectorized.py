@@ -8,8 +8,11 @@ member is built exactly as `Trainer` builds a run; then their parameters and buf
 gradients in one pass. One optimizer steps the stacked parameters (element-wise, hence K
 independent optimizers with the shared settings) and the multipliers move as one [K, C] tensor.
 
-Members see the same batch sequence (that of the first member's seed): common random numbers,
-so differences between members come from their settings. The reparameterisation noise differs
+Members see the same batch sequence (that of the first member's seed; `batches="shared"`, the
+default): common random numbers, so differences between members come from their settings. With
+`batches="own"` each member draws its batches as `Trainer` does for its own config (its epoch
+order from its seed, its binarisation generator): the members are independent replicates, as
+confirmation seeds must be (`vaestudy.study.confirm`). The reparameterisation noise differs
 per member (`noise="different"`, the default) or is shared too (`noise="same"`: then member k
 computes exactly what `Trainer` computes for its config under the same random state).
 Trajectories are per member, from the same once-per-`log_every` host sync as `Trainer`;
@@ -136,6 +139,7 @@ class VectorTrainer(Trainer):
         noise: Literal["different", "same"] = "different",
         models: list[VAE] | None = None,
         objectives: list[Objective] | None = None,
+        batches: Literal["shared", "own"] = "shared",
     ) -> None:
         models = models or [None] * len(cfgs)  # type: ignore[list-item]
         objectives = objectives or [None] * len(cfgs)  # type: ignore[list-item]
@@ -175,9 +179,11 @@ class VectorTrainer(Trainer):
         self.optimizer = make_optimizer(self.cfg.train, list(self.trainable.values()))
         self.diverged: dict[int, Diverged] = {}
         self._keys: list[str] = []
+        self.batches = batches
+        own = 0 if batches == "own" else None
         self._grad = vmap(
             grad(self._member_loss, has_aux=True),
-            in_dims=(0, dims, None, None, None),
+            in_dims=(0, dims, own, own if self.model.n_classes else None, None),
             randomness=noise,
         )
 
@@ -197,8 +203,20 @@ class VectorTrainer(Trainer):
         c = out.constraints if out.constraints is not None else out.loss.new_zeros(0)
         return out.loss, (values, c)
 
+    def _permutation(self) -> Tensor:
+        """The epoch's order: the first member's, or each member's own ([K, N])."""
+        if self.batches == "shared":
+            return super()._permutation()
+        for member in self.members:
+            member.step = self.step
+        return torch.stack([member._permutation() for member in self.members])
+
     def _train_step(self, idx: Tensor) -> tuple[Tensor, list[str]]:
-        x, y = self.data.batch(idx, self.generator)
+        if self.batches == "shared":
+            x, y = self.data.batch(idx, self.generator)
+        else:  # idx [K, B]: member k's batch from its own indices and generator
+            parts = [m.data.batch(i, m.generator) for i, m in zip(idx, self.members, strict=True)]
+            x, y = (torch.stack(column) for column in zip(*parts, strict=True))
         y = y if self.model.n_classes else None
         grads, (values, constraints) = self._grad(self.trainable, self.state, x, y, self.step_t)
         for name, p in self.trainable.items():
@@ -278,6 +296,9 @@ class VectorTrainer(Trainer):
             "optimizer": self.optimizer.state_dict(),
             "multipliers": None if mult is None else mult.get_extra_state(),
             "generator": {self.device.type: self.generator.get_state()},
+            "member_generators": {
+                self.device.type: [m.generator.get_state() for m in self.members]
+            },  # fmt: skip
             "rng": rng_state(self.device),
             "step": self.step,
             "members": [(list(m.history), m.step) for m in self.members],
@@ -295,5 +316,12 @@ class VectorTrainer(Trainer):
         self.step_t.fill_(self.step)
         for member, (history, step) in zip(self.members, state["members"], strict=True):
             member.history, member.step = list(history), step
+            member._probe_cache = (-1, {})
         self.diverged = {k: Diverged(*failure) for k, failure in state["diverged"].items()}
         self.restore_random(state)
+        saved = state.get("member_generators", {}).get(self.device.type)
+        for k, member in enumerate(self.members):  # their own batches' binarisation draws
+            if saved is not None:
+                member.generator.set_state(saved[k])
+            else:  # taken on another device kind: re-seeded as `restore_random` does
+                member.generator.manual_seed(member._stream_seed(self.step))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -32,5 +31,8 @@ class VAE(nn.Module):
         if self.n_classes:
             if y is None:
                 raise ValueError("this decoder is conditional: it needs labels y")
-            z = torch.cat([z, F.one_hot(y, self.n_classes).to(z.dtype)], dim=-1)
+            # one-hot by comparison, not F.one_hot: that checks its classes on the host, which
+            # vmap over per-member labels (`VectorTrainer(batches="own")`) cannot do
+            classes = torch.arange(self.n_classes, device=y.device)
+            z = torch.cat([z, (y.unsqueeze(-1) == classes).to(z.dtype)], dim=-1)
         return self.decoder(z)
