@@ -5,6 +5,7 @@ MLflow server, real Ray."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -332,3 +333,67 @@ def test_ui_stops_its_server_on_a_signal(tmp_path, sig):
     ui.send_signal(sig)
     assert ui.wait(timeout=60) == EXIT_OK
     assert not _listening(port)
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:////tmp/x.db?timeout=30", "/tmp/x.db"),  # the query is no part of the path
+        ("sqlite:///mlflow/mlflow.db", "mlflow/mlflow.db"),
+        ("sqlite:////abs/store.db", "/abs/store.db"),
+        ("sqlite://", None),  # in memory
+        ("sqlite:///:memory:", None),
+        ("postgresql://user:secret@db:5432/optuna", None),
+        ("http://127.0.0.1:5000", None),
+        ("not a url", None),
+    ],
+)
+def test_sqlite_urls_are_parsed_by_sqlalchemy(url, path):
+    from pathlib import Path
+
+    from vaestudy.tracking.stores import sqlite_file
+
+    assert sqlite_file(url) == (None if path is None else Path(path))
+
+
+@pytest.mark.slow
+def test_a_sqlite_store_url_with_a_query_runs_and_reads_back(tmp_path, shared_data):
+    """`--tracking-uri "sqlite:////abs/store.db?timeout=30"` (issue 38): the study trains, its
+    answer is read back from `store.db` (not `store.db?timeout=30`), exit 0, and no file named
+    after the query is left beside the store."""
+    path = write_study(tmp_path, shared_data, name="queried")
+    store = tmp_path / "stores" / "store.db"
+    url = f"sqlite:///{store}?timeout=30"
+    proc = cli(["run", str(path), "--tracking-uri", url, *sets(TINY), "--trials", "1"], tmp_path)
+    assert proc.returncode == EXIT_OK, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "Feasible = " in proc.stdout  # the answer, read back from the store
+    assert store.is_file() and not [p for p in store.parent.iterdir() if "?" in p.name]
+    assert [run.info.run_name for run in MlflowClient(url).search_runs(
+        [MlflowClient(url).get_experiment_by_name("queried").experiment_id])]  # fmt: skip
+
+
+def test_processes_are_found_by_descent_and_group():
+    """`vaestudy.tracking.processes` (psutil): a child in a process group of its own and its
+    child are this process's descendants and that group's members, alive until killed."""
+    from vaestudy.tracking.processes import alive, descendants, group_members, kill
+
+    script = "import subprocess, sys, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not descendants(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ours = {child.pid, *descendants(child.pid)}  # never this process's other children
+        assert len(ours) == 2 and ours <= descendants()
+        assert group_members(child.pid) == ours
+        assert alive(ours) == ours
+        kill(ours)
+        child.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while alive(ours) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(ours)
+    finally:
+        with contextlib.suppress(OSError):
+            child.kill()

@@ -33,6 +33,7 @@ from vaestudy.tracking.stores import (  # noqa: E402
     default_store,
     lacks_password,
     redacted,
+    sqlite_file,
 )
 
 
@@ -48,8 +49,8 @@ def load_search(name: str, storage: str) -> tuple[optuna.Study | None, str]:
         if redacted(given) != storage:
             return None, f"Optuna figures: set {OPTUNA_STORAGE_ENV} to {storage} with its password"
         storage = given
-    path = Path(storage.removeprefix("sqlite:///"))
-    if storage.startswith("sqlite:///") and not path.is_file():  # never create an empty one
+    path = sqlite_file(storage)
+    if path is not None and not path.is_file():  # never create an empty one
         return None, f"Optuna figures: {path} is not on this machine"
     try:
         return optuna.load_study(study_name=name, storage=storage), ""

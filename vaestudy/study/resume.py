@@ -73,11 +73,11 @@ def resume_overrides(path: str, given: list[str], tracking_uri: str | None) -> l
     from mlflow.tracking import MlflowClient
 
     from vaestudy.tracking.runs import latest_study_run
-    from vaestudy.tracking.stores import check_server, store_uri
+    from vaestudy.tracking.stores import check_server, sqlite_file, store_uri
 
     name = load_study(path, given).name
     backend = store_uri(tracking_uri)
-    if backend.startswith("sqlite:///") and not Path(backend.removeprefix("sqlite:///")).is_file():
+    if (database := sqlite_file(backend)) is not None and not database.is_file():
         raise UserError(f"--resume: no earlier run of study {name!r}: {backend} does not exist")
     if backend.startswith(("http://", "https://")):
         check_server(backend)

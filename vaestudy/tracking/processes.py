@@ -1,6 +1,6 @@
-"""Processes on this machine, read from Linux's /proc (nothing is found elsewhere): who descends
-from whom, and who shares a process group, so that what a failed start or a dead server left
-behind can be stopped."""
+"""Processes on this machine (psutil: Linux, macOS, ...): who descends from whom, and who
+shares a process group, so that what a failed start or a dead server left behind can be
+stopped."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
+
+import psutil
 
 
 def _live() -> Iterator[tuple[int, int, int]]:
     """(pid, parent pid, process group) of every live (not zombie) process."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[0] != "Z":
-                yield int(stat.parent.name), int(fields[1]), int(fields[2])
+    for proc in psutil.process_iter(["pid", "ppid", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        with contextlib.suppress(OSError):  # gone since the listing
+            yield info["pid"], info["ppid"], os.getpgid(info["pid"])
 
 
 def descendants(pid: int | None = None) -> set[int]:

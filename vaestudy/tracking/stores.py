@@ -65,8 +65,19 @@ def optuna_storage_url(url: str | None = None) -> str:
 
 
 def sqlite_file(url: str) -> Path | None:
-    """The file of a `sqlite:///PATH` URL, or None for any other URL."""
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    """The database file of a SQLite URL (`sqlite:///relative.db`, `sqlite:////abs.db`; a query
+    such as `?timeout=30` is no part of the path), parsed by SQLAlchemy's `make_url`; None for
+    any other URL and for an in-memory database."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def made_ready(url: str) -> str:
