@@ -509,7 +509,7 @@ def confirmation_tables(
     its 95% t interval, the selection gap, the rank from paired differences (`=k`: tie with rank
     k) and the paired difference to the variant above. Margins and pairs carry intervals at the
     race's decision level (`race.level`)."""
-    confirm = trials[(trials["phase"] == CONFIRM) & (trials["status"] != INTERRUPTED)]
+    confirm = confirmation_runs(trials)
     if not len(confirm):
         return None, None, None
     twin = test_twin(metric)
@@ -556,6 +556,11 @@ def confirmation_tables(
     return pd.DataFrame(rows), margin_table, pair_table
 
 
+def confirmation_runs(trials: pd.DataFrame) -> pd.DataFrame:
+    """The confirmation runs among `trials` (not an interrupted attempt that ran again)."""
+    return trials[(trials["phase"] == CONFIRM) & (trials["status"] != INTERRUPTED)]
+
+
 def _margins(
     confirm: pd.DataFrame, yardsticks: dict[str, list[Yardstick]], race: Race
 ) -> pd.DataFrame:
@@ -579,9 +584,8 @@ def open_after(report: Report, look: int) -> dict[str, list[str]]:
     seeds up to that look only: a resumed race plans each look as it was planned first."""
     race = report.race
     upto = race.first_seed + race.schedule()[look]
-    trials = report.trials
-    confirm = trials[(trials["phase"] == CONFIRM) & (trials["status"] != INTERRUPTED)
-                     & (trials["train.seed"] < upto)]  # fmt: skip
+    confirm = confirmation_runs(report.trials)
+    confirm = confirm[confirm["train.seed"] < upto]
     margin_table = _margins(confirm, dict.fromkeys(confirm["variant"], report.yardstick), race)
     values = _metric_by_seed(confirm, report.test_metric)
     return open_questions(confirm, margin_table, values, report.mode, race.level, race.max_seeds)
