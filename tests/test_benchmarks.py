@@ -17,7 +17,10 @@ SMOKE = {
     "benchmarks.multiplier_dynamics": [
         "--epochs", "0.05", "--cases", "geco κ=100", "--rules", "geco (lr 1e-3, ema 0.9)"
     ],
-    "benchmarks.constrained_search": ["--trials", "2", "--seeds", "0", "--epochs", "0.1"],
+    "benchmarks.constrained_search": [
+        "--seeds", "0", "--epochs", "0.1", "--geco-trials", "2", "--compare-budget", "1",
+        "--geco-methods", "random", "gp+stop", "--compare-methods", "tpe", "--noise", "2",
+    ],
     "benchmarks.study_throughput": [
         "--trials", "2", "--epochs", "0.1", "--train-limit", "444", "--pack", "2"
     ],

@@ -51,15 +51,18 @@ def test_judge(test, rules, sat, own, yardstick, state):
 def test_search_constraints_by_scope():
     both = search_constraints("both", TEST, [RECON, ACTIVE], ["recon"])
     assert both == {
-        "own:recon": 10.0,
+        "own": 10.0,
         "saturated": 1.0,
         "yardstick:recon<=110": -10.0,
         "yardstick:active_units>=8": -2.0,
     }
-    assert set(search_constraints("own", TEST, [RECON])) == {"own:recon", "saturated"}
+    assert set(search_constraints("own", TEST, [RECON])) == {"own", "saturated"}
     assert set(search_constraints("yardstick", TEST, [RECON])) == {"yardstick:recon<=110"}
     assert search_constraints("none", TEST, [RECON]) == {}
-    assert search_constraints("both", None, [RECON]) == {"diverged": WORST}
+    diverged = search_constraints("both", None, [RECON])  # every key the study's trials have
+    assert diverged == dict.fromkeys(["own", "saturated", "yardstick:recon<=110"], WORST)
+    unconstrained = search_constraints("own", {"kl": 1.0}, [])  # an objective without own
+    assert unconstrained == {"own": 0.0, "saturated": 0.0}
     missing = search_constraints("yardstick", {"kl": 1.0}, [RECON])
     assert missing == {"yardstick:recon<=110": WORST}
 

@@ -91,7 +91,9 @@ def test_the_local_store_opens_in_mlflows_client_without_a_server(local_runs, tm
     assert "Optuna study `geco`" in note and "yardstick `recon<=1000`" in note
     answer = parent.data.tags["vaestudy.answer"]
     assert answer.startswith("feasible trials per variant: geco 2/2")
-    assert note.startswith(f"**Answer:** {answer}\n\n**Study `geco`**")  # before "Show more"
+    head = f"**Answer:** {answer}\n\n[Compare the runs that decided it](#/compare-runs?runs="
+    assert note.startswith(head)  # before "Show more"
+    assert "\n\n**Study `geco`**" in note.split("## Per variant")[0]
     assert "| geco " in note.split("## Per variant")[1]  # the per-variant table below
 
 
@@ -111,7 +113,7 @@ def test_the_optuna_study_has_the_study_name_and_each_run_its_own(in_project):
             client, experiment, in_project.first.parent_run_id, trial.user_attrs["tune_trial_id"]
         )
         assert run.info.run_name == f"geco #{trial.number}"
-        assert trial.constraints["own:recon"] == pytest.approx(
+        assert trial.constraints["own"] == pytest.approx(
             run.data.metrics["val/constraint/recon"] - run.data.metrics["val/target/recon"]
         )
     assert api.optuna_study("geco", run="geco-2").study_name == "geco-2"

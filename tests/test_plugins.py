@@ -215,7 +215,7 @@ def test_a_study_of_plugin_and_built_in_objectives_answers_like_a_built_in_one(
         run = by_trial.get(trial.user_attrs.get("tune_trial_id"))
         if run is not None:
             m = run.data.metrics
-            assert trial.constraints["own:rate"] == pytest.approx(
+            assert trial.constraints["own"] == pytest.approx(
                 m["val/constraint/rate"] - m["val/target/rate"]
             )
             seen += 1

@@ -4,6 +4,7 @@ objective, a diverged and an interrupted trial."""
 
 import dataclasses
 import math
+import sqlite3
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -15,14 +16,28 @@ from vaestudy.cli import main
 from vaestudy.errors import UserError
 from vaestudy.report.files import rate_distortion_figure, trajectory_runs, write_report
 from vaestudy.report.tables import (
+    WITHIN_NOISE,
+    Report,
     answer,
     answer_table,
     build_report,
+    deciding_runs,
     log_answer,
     margin_table,
     read_history,
+    seed_noise,
+    within_noise,
 )
-from vaestudy.tracking.run_reader import ClientReader, RunRecord, SqliteReader
+from vaestudy.tracking.run_reader import (
+    TESTED_SCHEMAS,
+    ClientReader,
+    RunRecord,
+    SqliteReader,
+    local_reader,
+    reader,
+    schema_revision,
+)
+from vaestudy.tracking.stores import compare_url
 from vaestudy.tracking.tags import (
     CONFIRM,
     PARENT,
@@ -262,6 +277,13 @@ def test_the_parent_run_carries_the_answer(known_study):
     assert m["best_feasible/val/iwae_nll"] == 97 and m["best_feasible/test/recon"] == 95
     assert "geco 2/6" in tags["vaestudy.answer"]
     assert "selected: lin (val/iwae_nll 97, test/iwae_nll 97)" in tags["vaestudy.answer"]
+    chosen = deciding_runs(report)  # no confirmation: each variant's selected trial
+    assert lin in chosen and len(chosen) == len(set(report.trials["variant"]))
+    link = compare_url("", report.experiment_id, chosen)
+    assert tags["mlflow.note.content"].count(link) == 1
+    log_answer(known_study, report)  # a resumed study ends again: the link is not repeated
+    again = known_study.get_run(report.parent_run_id).data.tags["mlflow.note.content"]
+    assert again == tags["mlflow.note.content"]
     table = answer_table(report).set_index("variant")
     assert table.loc[LINEAR, "selected"] == "lin" and table.loc["geco", "test/iwae_nll"] == 105
     printed = table.reset_index().to_markdown(index=False, floatfmt=".4g")
@@ -426,3 +448,40 @@ def nan_free(values: dict[str, float]) -> dict[str, float | None]:
 
 def comparable(run: RunRecord) -> RunRecord:
     return dataclasses.replace(run, metrics=nan_free(run.metrics))
+
+
+def test_the_seed_noise_is_pooled_over_confirmation_runs_and_marks_the_search_trials():
+    """Variant a's confirmation seeds give 100, 102, 104 (sd 2), b's 50, 51, 52 (sd 1): pooled
+    σ = √((2·4 + 2·1) / 4). a's search trials at 100 (selected), 101.5 and 110: the first two
+    are within 1.96·√2·σ of the selected one, a difference one seed could make; 110 is not."""
+    rows = [("search", "a", v) for v in (100.0, 101.5, 110.0)]
+    rows += [("confirm", "a", v) for v in (100.0, 102.0, 104.0)]
+    rows += [("confirm", "b", v) for v in (50.0, 51.0, 52.0)]
+    columns = ["phase", "variant", "val/iwae_nll"]
+    trials = pd.DataFrame(rows, columns=columns).assign(
+        status="finished", val_feasible=True, selects_on_test=False
+    )
+    sigma = seed_noise(trials, "val/iwae_nll")
+    assert sigma == pytest.approx(math.sqrt(2.5))
+    report = Report("s", "p", trials, pd.DataFrame(), [], "val/iwae_nll", "min", noise=sigma)
+    assert within_noise(report).tolist()[:3] == [True, True, False]
+    assert within_noise(report)[3:].isna().all()  # confirmation runs are not the search's
+    trials[WITHIN_NOISE] = within_noise(report)
+    assert "2 of 3 search trials" in report.markdown()
+    assert seed_noise(trials[trials["phase"] == "search"], "val/iwae_nll") is None
+
+
+def test_the_sql_reader_reads_only_store_schemas_it_was_tested_with(tmp_path):
+    """A store MLflow 3 made is read with SQL; the same store with another schema revision (made
+    or migrated by another MLflow release) is read through MLflow's client; so is a file that is
+    no MLflow store yet."""
+    store = tmp_path / "mlflow.db"
+    MlflowClient(f"sqlite:///{store}").search_experiments()  # MLflow creates its tables
+    assert schema_revision(store) in TESTED_SCHEMAS
+    assert isinstance(local_reader(f"sqlite:///{store}"), SqliteReader)
+    with sqlite3.connect(store) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    assert local_reader(f"sqlite:///{store}") is None
+    assert isinstance(reader(f"sqlite:///{store}"), ClientReader)
+    (tmp_path / "empty.db").write_bytes(b"")
+    assert local_reader(f"sqlite:///{tmp_path / 'empty.db'}") is None

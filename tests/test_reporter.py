@@ -32,6 +32,7 @@ class Run:
     [
         ([], [0.0, 2.0, 4.0], [0.0]),  # evaluations every 0.5 s for 6 s; a checkpoint each 30 s
         (["study.scheduler.kind=asha", "study.metric=val/elbo"], "every", [0.0]),
+        (["study.stop_hopeless={}"], "every", [0.0]),  # the stopper reads each evaluation
         (["study.checkpoint_interval_s=0"], "every", "every"),
         (["study.checkpoint_interval_s=2"], [0.0, 2.0, 4.0], [0.0, 2.0, 4.0]),
     ],

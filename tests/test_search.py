@@ -13,7 +13,8 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import REPO
-from vaestudy.study.report_keys import DIVERGED, SATURATED
+from vaestudy.study.hopeless import HopelessStopper
+from vaestudy.study.report_keys import DIVERGED, PROGRESS, SATURATED
 from vaestudy.study.search import make_search
 from vaestudy.study.spec import VARIANT_SEP, extremes, load_study
 
@@ -35,7 +36,8 @@ def final(kl: float, recon: float, kappa: float, saturated: str = "") -> dict:
 
 
 def searcher(tmp_path, *overrides: str, path=GECO):
-    study = load_study(path, list(overrides))
+    """The study's search (TPE unless `overrides` choose) on an Optuna study in `tmp_path`."""
+    study = load_study(path, ["study.sampler.kind=tpe", *overrides])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     search = make_search(study, storage, "s")
     return search, lambda: optuna.load_study(study_name="s", storage=storage)
@@ -50,12 +52,12 @@ def test_constraint_values_are_stored_and_best_trial_is_feasible(tmp_path):
     search.on_trial_complete("pinned", final(kl=1.0, recon=99.0, kappa=90.0, saturated="recon"))
     trials = {t.user_attrs["tune_trial_id"]: t for t in ot().trials}
     assert trials["low_kl"].constraints == {
-        "own:recon": 10.0,
+        "own": 10.0,
         "saturated": 0.0,
         "yardstick:recon<=110": 20.0,
     }
     assert trials["feasible"].constraints == {
-        "own:recon": -5.0,
+        "own": -5.0,
         "saturated": 0.0,
         "yardstick:recon<=110": -15.0,
     }
@@ -68,7 +70,7 @@ def test_constraint_values_are_stored_and_best_trial_is_feasible(tmp_path):
 @pytest.mark.parametrize(
     "scope, keys",
     [
-        ("own", {"own:recon", "saturated"}),
+        ("own", {"own", "saturated"}),
         ("yardstick", {"yardstick:recon<=110"}),
         ("none", set()),
     ],
@@ -86,7 +88,7 @@ def test_a_diverged_trial_is_infeasible_where_the_sampler_reads_constraints(tmp_
     search.on_trial_complete("d", {DIVERGED: 1, "val/kl": 1e30})
     trial = ot().trials[0]
     assert trial.state == TrialState.COMPLETE and trial.value == math.inf
-    assert trial.constraints == {"diverged": 1e30}
+    assert trial.constraints == dict.fromkeys(["own", "saturated", "yardstick:recon<=110"], 1e30)
 
     (tmp_path / "random").mkdir()
     plain, ot_plain = searcher(tmp_path / "random", "study.sampler.kind=random")
@@ -146,7 +148,7 @@ def test_packed_members_are_told_their_own_constraints(tmp_path):
     result = {f"member0/{k}": v for k, v in final(kl=2.0, recon=130.0, kappa=120.0).items()}
     result |= {f"member1/{k}": v for k, v in final(kl=9.0, recon=95.0, kappa=100.0).items()}
     search.on_trial_complete("p", result)
-    got = {t.user_attrs["tune_trial_id"]: t.constraints["own:recon"] for t in ot().trials}
+    got = {t.user_attrs["tune_trial_id"]: t.constraints["own"] for t in ot().trials}
     assert got == {"p/0": 10.0, "p/1": -5.0}
     assert ot().best_trial.user_attrs["tune_trial_id"] == "p/1"
 
@@ -196,7 +198,7 @@ def test_every_variant_gets_exactly_its_budget_over_its_own_keys(tmp_path):
     assert search.suggest("t25") == search.FINISHED
     assert study.variant(configs["t4"]) == study.variant(configs["t3"])  # run again next
     told = [t for t in ot().trials if t.state == TrialState.COMPLETE]
-    per_variant = Counter(study.variant(search._space.resolve(t.params)) for t in told)
+    per_variant = Counter(study.variant(search.space.resolve(t.params)) for t in told)
     assert per_variant == dict.fromkeys(study.variants, 3)
 
 
@@ -232,3 +234,80 @@ def test_a_resumed_search_never_repeats_the_first_sessions_draws(tmp_path):
     later = [resumed.suggest(f"b{i}") for i in range(3)]
     assert all(config not in earlier for config in later)
     assert len({t.params["objective.kappa"] for t in ot().trials}) == 6
+
+
+def evaluation(progress: float, recon: float, kappa: float = 100.0) -> dict:
+    """A GECO trial's report at an evaluation during training (no DIVERGED: not its end)."""
+    return {"val/kl": 5.0, "val/recon": recon, "val/constraint/recon": recon,
+            "val/target/recon": kappa, PROGRESS: progress}  # fmt: skip
+
+
+def test_a_hopeless_trial_is_stopped_and_told_to_the_sampler_as_infeasible(tmp_path):
+    """Four trials end after recovering at most 12 nats of `own` (recon − κ) from half-way; a
+    fifth misses κ by 30 nats half-way: no trial ever made that up, so the stopper stops it, and
+    the search tells Optuna it is COMPLETE, infeasible, with its last evaluation and the reason.
+    Before four trials have ended, or before `after`, nothing is stopped."""
+    search, ot = searcher(tmp_path, "study.stop_hopeless={min_ended: 4, after: 0.25}")
+    stopper = HopelessStopper(load_study(GECO, ["study.stop_hopeless={min_ended: 4, after: 0.25}"]))
+    search.stopped = stopper.stopped  # as `tune_study` shares them
+    for i, recovered in enumerate([4.0, 12.0, 8.0, 0.0]):
+        tid = f"ended{i}"
+        search.suggest(tid)
+        assert not stopper(tid, evaluation(0.5, recon=100.0 + recovered + 2.0))
+        end = final(kl=5.0, recon=102.0, kappa=100.0) | {PROGRESS: 1.0}
+        assert not stopper(tid, end)
+        search.on_trial_complete(tid, end)
+        if i == 2:  # three ended: too few to bound anything
+            search.suggest("early")
+            assert not stopper("early", evaluation(0.5, recon=200.0))
+    search.suggest("hopeless")
+    assert not stopper("hopeless", evaluation(0.2, recon=130.0))  # before `after`
+    assert not stopper("hopeless", evaluation(0.5, recon=111.0))  # 11 <= 12: can recover
+    last = evaluation(0.5, recon=130.0)
+    assert stopper("hopeless", last)  # 30 > 12
+    search.on_trial_complete("hopeless", last)  # Tune ends it with its last result
+    trial = next(t for t in ot().trials if t.user_attrs["tune_trial_id"] == "hopeless")
+    assert trial.state == TrialState.COMPLETE and trial.value == 5.0
+    assert trial.constraints["own"] == 30.0  # infeasible, from its last evaluation
+    assert "own misses by 30 at 50% of training" in trial.user_attrs["vaestudy_stopped"]
+    assert (
+        "the most any of 4 ended trials recovered from there is 12" in stopper.stopped["hopeless"]
+    )
+
+
+def test_a_pack_stops_when_every_member_is_hopeless(tmp_path):
+    study = load_study(GECO, ["study.stop_hopeless={min_ended: 1}"])
+    stopper = HopelessStopper(study)
+    both = {f"member{i}/{k}": v for i in range(2) for k, v in evaluation(0.5, 100.0).items()}
+    ended = {f"member{i}/{k}": v for i in range(2) for k, v in
+             (final(kl=5.0, recon=100.0, kappa=100.0) | {PROGRESS: 1.0}).items()}  # fmt: skip
+    assert not stopper("p", both) and not stopper("p", ended)  # recovered 0 from half-way
+    one = both | {"member0/val/constraint/recon": 120.0}  # member 1 meets κ: the pack goes on
+    assert not stopper("q", one)
+    two = one | {"member1/val/constraint/recon": 110.0}
+    assert stopper("q", two)
+    assert set(stopper.stopped) == {"q/0", "q/1"}  # each member's own reason
+
+
+def test_the_gp_sampler_models_the_constraints_and_restores_its_trials(tmp_path):
+    """GP search over κ (feasible only for κ <= 100, where KL falls as κ rises): after its
+    start-up, the GP's proposals concentrate below 100. A searcher restored from Tune's saved
+    state (a new process) tells the trials it had running."""
+    search, ot = searcher(tmp_path, "study.sampler.kind=gp", "study.num_trials=16")
+    assert isinstance(search.ledger.sampler, optuna.samplers.GPSampler)
+    kappas = []
+    for i in range(14):
+        kappa = search.suggest(f"t{i}")["objective.kappa"]
+        kappas.append(kappa)
+        recon = 100.0 + (kappa - 100.0) * 2
+        search.on_trial_complete(f"t{i}", final(kl=200.0 - kappa, recon=recon, kappa=kappa))
+    guided = kappas[4:]  # 16 trials: 4 random start-up trials
+    assert sum(95 <= k <= 101 for k in guided) >= 6, kappas
+    search.suggest("running")
+    saved = tmp_path / "searcher.pkl"
+    search.save(str(saved))
+    again, _ = searcher(tmp_path, "study.sampler.kind=gp", "study.num_trials=16")
+    again.restore(str(saved))
+    again.on_trial_complete("running", final(kl=150.0, recon=95.0, kappa=95.0))
+    told = next(t for t in ot().trials if t.user_attrs["tune_trial_id"] == "running")
+    assert told.state == TrialState.COMPLETE and told.value == 150.0

@@ -16,9 +16,10 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import CLI, TINY, children, sets, write_idx, write_study
 from vaestudy.config.dotted import unprefixed
-from vaestudy.report.tables import build_report
+from vaestudy.report.tables import build_report, deciding_runs
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
+from vaestudy.tracking.stores import compare_url
 from vaestudy.tracking.tags import TAG_CONFIRMS, TAG_PHASE, TAG_TRIAL
 
 pytestmark = pytest.mark.slow
@@ -163,11 +164,27 @@ def test_confirmation_races_packed_seeds_and_resumes_mid_race(tmp_path, shared_d
     assert (undecided["stopped"] == "max_seeds (3) reached").all()
     assert len(report.pairs) == 1 and report.pairs["seeds"].iloc[0] == 3
     assert report.race.level == pytest.approx(1 - 0.05 / 2)  # two looks: 1, 3 seeds
-    assert "confirmed on test" in resumed.stdout and "Constraint margins" in resumed.stdout
+    assert (
+        "Confirmed on test, ranked by" in resumed.stdout and "Constraint margins" in resumed.stdout
+    )
     answer = resumed.stdout[resumed.stdout.index("Feasible = ") :]  # the answer, and after it
     assert max(len(line) for line in answer.splitlines()) <= 120, answer
     parent = client.get_run(report.parent_run_id)
     assert parent.data.tags["vaestudy.answer"].startswith("confirmed on test")
+    # printed once: the table; the one-line answer lives on the parent run, not on the console
+    assert parent.data.tags["vaestudy.answer"].split(": ", 1)[1][:40] not in resumed.stdout
     assert "confirmed/feasible_low/elbo" in parent.data.metrics
     assert "confirmed/margin_high/recon_le_110/elbo" in parent.data.metrics
     assert parent.data.tags["vaestudy.verdict.elbo"] == c.loc["elbo", "constraints"]
+    # From the study to the comparison: the runs that decided it, on MLflow's compare page
+    assert sorted(deciding_runs(report)) == sorted(r.info.run_id for r in done)
+    experiment = parent.info.experiment_id
+    link = compare_url("", experiment, deciding_runs(report))
+    assert f"]({link})" in parent.data.tags["mlflow.note.content"]  # the description links it
+    ui = subprocess.run([*CLI, "ui", "confirmed-e2e", "--compare", "--tracking-uri", server],
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ui.returncode == 0, ui.stderr
+    assert ui.stdout.strip() == (
+        f"open {compare_url(server, experiment, deciding_runs(report))} in a browser: that "
+        "server is the UI"
+    )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import CLI, REPO, TINY, children, sets, steps, write_study
 from vaestudy.cli import main
+from vaestudy.config.dotted import flatten
 from vaestudy.errors import ConfigError
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
@@ -130,24 +134,33 @@ def test_many_concurrent_trials_keep_every_trajectory(
     assert "report/report.md" in attached and "report/rate_distortion.png" in attached
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "gp"])
 def test_resume_runs_only_the_missing_trials(
-    tmp_path, shared_data, server, ray_session, monkeypatch
+    tmp_path, shared_data, server, ray_session, monkeypatch, sampler
 ):
+    """`--resume` runs the trials the budget lacks and none that finished; the resumed search
+    (TPE, or the GP guiding from its second trial) proposes none of the points already run."""
     monkeypatch.chdir(tmp_path)
-    path = write_study(tmp_path, shared_data, name="resumable")
+    path = write_study(tmp_path, shared_data, name=f"resumable-{sampler}",
+                       sampler={"kind": sampler, "seed": 0, "startup_trials": 1})  # fmt: skip
     first = run_study(load_study(path, [*TINY, "study.num_trials=2"]), tracking_uri=server)
     client = MlflowClient(server)
     before = {r.info.run_id: r.info.end_time for r in children(client, first.parent_run_id)}
     assert len(before) == 2
     second = run_study(
-        load_study(path, [*TINY, "study.num_trials=3"]), tracking_uri=server, resume=True
+        load_study(path, [*TINY, "study.num_trials=4"]), tracking_uri=server, resume=True
     )
     assert second.parent_run_id == first.parent_run_id
     after = children(client, first.parent_run_id)
-    assert len(after) == 3
+    assert len(after) == 4
     for run in after:  # the finished trials were not run again
         if run.info.run_id in before:
             assert run.info.end_time == before[run.info.run_id]
+    ot = optuna.load_study(
+        study_name=second.run_name, storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}"
+    )
+    points = {tuple(sorted(t.params.items())) for t in ot.trials if t.state.name == "COMPLETE"}
+    assert len(points) == 4  # no point proposed twice
 
 
 def test_a_diverging_trial_fails_alone(tmp_path, shared_data, server, ray_session, monkeypatch):
@@ -307,7 +320,51 @@ def test_resume_after_the_driver_is_killed(tmp_path, shared_data, server, ray_se
     )
     complete = [t for t in ot.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 3  # settled from MLflow or told by the search: constraints alike
-    assert all(set(t.constraints) >= {"own:recon", "yardstick:recon<=110"} for t in complete)
+    assert all(set(t.constraints) >= {"own", "yardstick:recon<=110"} for t in complete)
+
+
+def test_a_hopeless_trial_is_stopped_early_and_told_to_the_sampler_as_infeasible(
+    tmp_path, shared_data, server, ray_session, monkeypatch
+):
+    """κ is 600 nats (met from the start) or 30 (recon is still ~250 nats after 30 steps). Once
+    one trial has ended, a κ = 30 trial that misses by more than any ended trial recovered from
+    the same point on is stopped by Tune (`study.stop_hopeless`): its run is closed KILLED with
+    the reason and is not selectable, and Optuna holds it COMPLETE, infeasible, with the
+    reason; the study ends cleanly."""
+    monkeypatch.chdir(tmp_path)
+    path = write_study(
+        tmp_path,
+        shared_data,
+        name="hopeless",
+        search={"objective.kappa": {"choice": [600.0, 30.0]}},
+        sampler={"kind": "random", "seed": 3},
+        max_concurrent=1,
+        stop_hopeless={"min_ended": 1, "after": 0.3},
+        constraints=[{"metric": "recon", "bound": 1000.0}],
+    )
+    overrides = [*TINY, "study.num_trials=4", "train.epochs=3", "train.eval_every=3"]
+    outcome = run_study(load_study(path, overrides), tracking_uri=server)
+    assert not outcome.interrupted and not outcome.errored
+    client = MlflowClient(server)
+    runs = children(client, outcome.parent_run_id)
+    stopped = [
+        r for r in runs if r.data.tags.get("vaestudy.stopped_early", "").startswith("hopeless")
+    ]
+    assert stopped, [(r.info.status, r.data.params.get("objective.kappa")) for r in runs]
+    for run in stopped:
+        assert run.info.status == "KILLED" and run.data.tags["vaestudy.val_feasible"] == "false"
+        assert float(run.data.params["objective.kappa"]) == 30.0
+        assert steps(client, run.info.run_id, "train/loss")[-1] < 30  # before its end
+    ot = optuna.load_study(
+        study_name=client.get_run(outcome.parent_run_id).data.tags["vaestudy.optuna_study"],
+        storage=f"sqlite:///{tmp_path / 'mlflow' / 'optuna.db'}",
+    )
+    told = {t.user_attrs["tune_trial_id"]: t for t in ot.trials}
+    for run in stopped:
+        trial = told[run.data.tags["vaestudy.trial_id"]]
+        assert trial.state.name == "COMPLETE" and trial.constraints["own"] > 0
+        assert trial.user_attrs["vaestudy_stopped"] == run.data.tags["vaestudy.stopped_early"]
+    assert len(ot.trials) == 4 and all(t.state.name == "COMPLETE" for t in ot.trials)
 
 
 def test_a_constraint_first_study_end_to_end(
@@ -348,6 +405,14 @@ def test_a_constraint_first_study_end_to_end(
         "kl_annealing[kind=cyclical, steps=10]",
     )
     assert set(runs) == {linear, cyclical, "geco"}
+    for run in runs.values():  # params: exactly the keys its own config has a value for
+        path = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+        config = flatten(yaml.safe_load(Path(path).read_text()))
+        assert set(run.data.params) == {k for k, v in config.items() if v is not None}
+        assert "None" not in run.data.params.values()
+    assert "objective.kappa" in runs["geco"].data.params
+    assert "objective.kappa" not in runs[linear].data.params  # no key its objective lacks
+    assert "objective.schedule.kind" not in runs["geco"].data.params
     geco = runs["geco"]
     assert geco.info.status == "FINISHED" and geco.data.tags["vaestudy.saturated"] == "recon"
     assert geco.data.tags["vaestudy.stopped_early"].startswith("saturated (recon) at step")
@@ -366,10 +431,10 @@ def test_a_constraint_first_study_end_to_end(
     for trial in ot.trials:  # the constraint values Optuna holds are the run's val metrics
         run = by_run[trial.user_attrs["tune_trial_id"]]
         m = run.data.metrics
-        expected = {"saturated": 1.0 if run is geco else 0.0}
+        expected = {"saturated": 1.0 if run is geco else 0.0, "own": 0.0}  # none of its own
         expected["yardstick:recon<=1000"] = pytest.approx(m["val/recon"] - 1000)
         if run is geco:
-            expected["own:recon"] = pytest.approx(m["val/constraint/recon"] - 40)
+            expected["own"] = pytest.approx(m["val/constraint/recon"] - 40)
         assert trial.constraints == expected
     best_run = by_run[ot.best_trial.user_attrs["tune_trial_id"]]
 

@@ -13,12 +13,13 @@ before it starts anything) without importing torch, Ray or MLflow.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from vaestudy.errors import UserError
@@ -196,19 +197,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except server_watch.TrackingLost:
             return _interrupted(resume_command(study))
     mark("stopped")
-    from vaestudy.report.tables import answer, answer_table, margin_table
+    from vaestudy.report.tables import answer_heading, answer_table, margin_table
 
     if outcome.report is not None:
         report = outcome.report
         if report.warning():
             print(_wrapped(report.warning()))
         print(f"\n{_wrapped(report.rules_text())}\n")
+        print(_wrapped(answer_heading(report)) + "\n")
         print(answer_table(report).to_markdown(index=False, floatfmt=".4g"))
         margins = margin_table(report)
         if len(margins):
             print("\nConstraint margins (test value − target; negative = satisfied):\n")
             print(margins.to_markdown(index=False))
-        print(f"\n{_wrapped(answer(report))}\n")
+        print()
     diverged = outcome.diverged
     state = "interrupted" if outcome.interrupted else "done"
     end = (
@@ -390,18 +392,24 @@ def _cmd_best(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     import signal
 
-    from vaestudy.tracking.stores import serve, store_uri, ui_url
+    from vaestudy.tracking.stores import compare_url, serve, store_uri, ui_url
 
     backend = store_uri(args.tracking_uri)
-    experiment = None
-    if args.study:  # its runs table; the study must exist
-        from vaestudy.report.tables import find_parent
+    page: Callable[[str], str] = ui_url  # the UI's home page
+    if args.compare and not args.study:
+        raise UserError("vaestudy ui --compare needs a study: vaestudy ui STUDY --compare")
+    if args.study:  # its runs table, or the compare page of the runs that decided its answer
+        from vaestudy.report.tables import build_report, deciding_runs, find_parent
         from vaestudy.tracking.run_reader import reader
 
-        name = _study_name(args.study)
-        experiment = find_parent(reader(args.tracking_uri), name).experiment_id
+        store, name = reader(args.tracking_uri), _study_name(args.study)
+        experiment = find_parent(store, name, args.run).experiment_id
+        page = functools.partial(ui_url, experiment_id=experiment)
+        if args.compare:
+            runs = deciding_runs(build_report(store, name, args.run))
+            page = functools.partial(compare_url, experiment_id=experiment, run_ids=runs)
     if backend.startswith(("http://", "https://")):
-        print(f"open {ui_url(backend, experiment)} in a browser: that server is the UI")
+        print(f"open {page(backend)} in a browser: that server is the UI")
         return EXIT_OK
 
     def stop(signum: int, frame: object) -> None:
@@ -411,10 +419,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         signal.signal(sig, stop)
     try:
         with serve(backend, port=args.port, host=args.host) as uri:
-            print(
-                f"MLflow UI on {ui_url(uri, experiment)} (store {backend}); Ctrl-C stops it",
-                flush=True,
-            )
+            print(f"MLflow UI on {page(uri)} (store {backend}); Ctrl-C stops it", flush=True)
             while True:
                 signal.pause()
     except KeyboardInterrupt:
@@ -511,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="open the MLflow UI on the study store")
     ui.add_argument("study", nargs="?", help="print the URL of this study's runs table")
+    ui.add_argument(
+        "--compare",
+        action="store_true",
+        help="the URL of MLflow's compare page of the runs that decided the study's answer",
+    )
+    ui.add_argument("--run", help="the study run (default: the newest): its name, id or prefix")
     ui.add_argument("--tracking-uri")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)

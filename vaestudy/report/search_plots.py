@@ -2,7 +2,7 @@
 
 The Optuna study is the one the search used (its name and storage are on the parent run), so
 the figures show what the sampler saw: each trial's study metric and whether its constraint
-values (`own:<name>`, `yardstick:<rule>`, `saturated`, `diverged`: <= 0 each) made it feasible.
+values (`own`, `saturated`, `yardstick:<rule>`: <= 0 each) made it feasible.
 
 - `optuna_history.png`: Optuna's optimisation history; feasible trials in colour, infeasible
   ones grey, the line the best feasible value so far (one objective);

@@ -51,6 +51,7 @@ from vaestudy.report.verdicts import (
     variant_verdicts,
 )
 from vaestudy.tracking.run_reader import History, RunReader, RunRecord, as_reader
+from vaestudy.tracking.stores import compare_url
 from vaestudy.tracking.tags import (
     CONFIRM,
     SEARCH,
@@ -88,6 +89,7 @@ TAG_ANSWER = "vaestudy.answer"  # parent run: the answer in one line
 TAG_VERDICT = "vaestudy.verdict"  # parent run, `.<variant>`: the verdict on its constraints
 TAG_RANK = "vaestudy.rank"  # parent run, `.<variant>`: its rank from paired differences
 ANSWER_PREFIX = "**Answer:** "  # the parent run's description starts with the answer
+COMPARE_LINK = "Compare the runs that decided it"  # then links MLflow's compare page of them
 SUMMARY_HEADING = "## Per variant"  # and ends with the per-variant table
 MAX_TAG_CHARS = 8000  # MLflow's limit on a tag's value (the description is one)
 
@@ -108,6 +110,8 @@ class Report:
     margins: pd.DataFrame | None = None  # per confirmed variant and constraint (`verdicts`)
     pairs: pd.DataFrame | None = None  # per pair of confirmed variants (`verdicts.pairs`)
     race: Race = Race(0, 0, 0)  # the confirmation's schedule: its decision level
+    noise: float | None = None  # σ of `metric` between seeds of one configuration (`seed_noise`)
+    experiment_id: str = ""  # the study's MLflow experiment
 
     @property
     def test_metric(self) -> str:
@@ -148,7 +152,7 @@ class Report:
             lines += [_md(self.margins), "", "### Pairs", "", _pairs_note(self), ""]
             lines += [_md(self.pairs), ""]
         lines += [SUMMARY_HEADING, "", _md(self.summary), ""]
-        lines += ["## Trials", "", _md(self.trials)]
+        lines += ["## Trials", "", _noise_note(self), "", _md(self.trials)]
         return "\n".join(lines) + "\n"
 
     def search_trials(self) -> pd.DataFrame:
@@ -188,6 +192,23 @@ def _confirm_note(report: Report) -> str:
         "test − validation value; `rank` from paired differences per seed (`=k`: a tie with "
         f"rank k at {report.race.level_text()}); `vs above`: the paired difference to the "
         "variant above, with its interval."
+    )
+
+
+def _noise_note(report: Report) -> str:
+    if report.noise is None:
+        return (
+            "Seed noise unmeasured (no confirmation runs): how much of the search's differences "
+            "two seeds of one configuration would make is unknown."
+        )
+    search = report.search_trials()
+    within = search[WITHIN_NOISE].dropna()
+    return (
+        f"Seed noise: σ = {report.noise:.3g} in {report.metric}, pooled over the confirmation "
+        f"runs (each variant's are one configuration, seeds apart). `{WITHIN_NOISE}`: the "
+        f"trial's value is within 1.96·√2·σ = {NOISE_Z * report.noise:.3g} of its variant's "
+        f"selected trial, a difference one seed could make: {int(within.sum())} of "
+        f"{len(within)} search trials."
     )
 
 
@@ -309,7 +330,7 @@ def build_report(source: RunReader | MlflowClient, study: str, run: str | None =
     confirmation, margin_table, pair_table = confirmation_tables(
         trials, metric, mode, yardsticks, race
     )
-    return Report(
+    report = Report(
         study,
         parent.run_id,
         trials,
@@ -324,7 +345,12 @@ def build_report(source: RunReader | MlflowClient, study: str, run: str | None =
         margins=margin_table,
         pairs=pair_table,
         race=race,
+        noise=seed_noise(trials, metric),
+        experiment_id=parent.experiment_id,
     )
+    if report.noise is not None:
+        trials[WITHIN_NOISE] = within_noise(report)
+    return report
 
 
 def compare_reports(reports: list[Report]) -> Report:
@@ -556,6 +582,39 @@ def confirmation_tables(
     return pd.DataFrame(rows), margin_table, pair_table
 
 
+WITHIN_NOISE = "within noise of selected"
+NOISE_Z = 1.96 * math.sqrt(2)  # two single runs differ with sd √2·σ: 95% of them within this·σ
+
+
+def seed_noise(trials: pd.DataFrame, metric: str) -> float | None:
+    """σ of `metric` between seeds of one configuration: the pooled within-variant standard
+    deviation of the finished confirmation runs (None without two runs of one variant)."""
+    runs = confirmation_runs(trials)
+    groups = [
+        g[metric].dropna() for _, g in runs[runs["status"].isin(WITH_TEST)].groupby("variant")
+    ]
+    groups = [g for g in groups if len(g) > 1]
+    dof = sum(len(g) - 1 for g in groups)
+    if not dof:
+        return None
+    return math.sqrt(sum(float(((g - g.mean()) ** 2).sum()) for g in groups) / dof)
+
+
+def within_noise(report: Report) -> pd.Series:
+    """Per search trial with a value, whether it lies within `NOISE_Z`·σ of its variant's
+    selected trial (`Report.selection`); None elsewhere."""
+    assert report.noise is not None
+    out = pd.Series(None, index=report.trials.index, dtype=object)
+    for variant, group in report.search_trials().groupby("variant"):
+        selected, _ = report.selection(variant)
+        if selected is None:
+            continue
+        values = group[report.metric].dropna()
+        close = (values - selected[report.metric]).abs() < NOISE_Z * report.noise
+        out[values.index] = close
+    return out
+
+
 def confirmation_runs(trials: pd.DataFrame) -> pd.DataFrame:
     """The confirmation runs among `trials` (not an interrupted attempt that ran again)."""
     return trials[(trials["phase"] == CONFIRM) & (trials["status"] != INTERRUPTED)]
@@ -627,6 +686,29 @@ def answer(report: Report) -> str:
         f"{warn}feasible trials per variant: {', '.join(parts)}; "
         f"selected: {best['trial']} ({value})"
     )
+
+
+def deciding_runs(report: Report) -> list[str]:
+    """The runs that decided the answer: every finished confirmation run, else each variant's
+    selected search trial."""
+    confirm = confirmation_runs(report.trials)
+    confirm = confirm[confirm["status"].isin(WITH_TEST)]
+    if len(confirm):
+        return list(confirm["run_id"])
+    chosen = (report.selection(v)[0] for v in report.search_trials()["variant"].unique())
+    return [row["run_id"] for row in chosen if row is not None]
+
+
+def answer_heading(report: Report) -> str:
+    """The line above `answer_table`: what its rows are."""
+    warn = "SELECTION USED THE TEST SPLIT (data.validation: 0); " if report.selects_on_test else ""
+    c = report.confirmation
+    if c is not None and len(c):
+        return (
+            f"{warn}Confirmed on test, ranked by {report.test_metric} mean (=k: paired tie with "
+            f"rank k at {report.race.level_text()}):"
+        )
+    return f"{warn}The search: feasible trials per variant and the trial selected on validation:"
 
 
 def answer_table(report: Report) -> pd.DataFrame:
@@ -724,12 +806,15 @@ def _described(note: str, report: Report) -> str:
     head = note.split(SUMMARY_HEADING)[0]
     if head.startswith(ANSWER_PREFIX):
         head = head.partition("\n\n")[2]
+    if head.startswith(f"[{COMPARE_LINK}]"):
+        head = head.partition("\n\n")[2]
     confirmed = report.confirmation
     table = _md(report.summary if confirmed is None else answer_table(report))
     if confirmed is not None:
         table += f"\n\n{_margins_note(report)}\n\n{_md(margin_table(report))}"
+    compare = compare_url("", report.experiment_id, deciding_runs(report))
     described = (
-        f"{ANSWER_PREFIX}{answer(report)}\n\n{head.rstrip()}\n\n{SUMMARY_HEADING}\n\n"
-        f"{report.rules_text()}\n\n{table}\n"
+        f"{ANSWER_PREFIX}{answer(report)}\n\n[{COMPARE_LINK}]({compare})\n\n{head.rstrip()}\n\n"
+        f"{SUMMARY_HEADING}\n\n{report.rules_text()}\n\n{table}\n"
     )
     return described[:MAX_TAG_CHARS]  # the table is in report/report.md in full

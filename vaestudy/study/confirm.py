@@ -50,7 +50,16 @@ from optuna.trial import TrialState
 
 from vaestudy.report.tables import Report, build_report, open_after
 from vaestudy.report.verdicts import Race
-from vaestudy.study.search import TUNE_ID, PackSearch, SearchSpace, StudySearch, counts, make_search
+from vaestudy.study.search import (
+    TUNE_ID,
+    PackSearch,
+    SearchSpace,
+    StudySearch,
+    counts,
+    enqueue,
+    make_search,
+    planned,
+)
 from vaestudy.study.spec import CONFIRM_INDEX, CONFIRMS, Study
 from vaestudy.tracking.run_reader import RunReader
 from vaestudy.tracking.tags import TAG_TRIAL
@@ -114,17 +123,12 @@ class PlanSpace:
         return copy.deepcopy(self.entries[index])
 
 
-def _index(trial: optuna.trial.FrozenTrial) -> int | None:
-    fixed = trial.system_attrs.get("fixed_params", {})  # an enqueued trial's, until it runs
-    return trial.params.get(CONFIRM_INDEX, fixed.get(CONFIRM_INDEX))
-
-
 def missing(ledger: optuna.Study, indices: list[int]) -> list[int]:
     """The plan entries among `indices` that are neither waiting, running, nor ended in a
     result (never run, errored, or cut by a killed driver)."""
     live = (TrialState.WAITING, TrialState.RUNNING)
     have = {
-        _index(t) for t in ledger.get_trials(deepcopy=False) if t.state in live or (
+        planned(t, CONFIRM_INDEX) for t in ledger.get_trials(deepcopy=False) if t.state in live or (
             t.state.is_finished() and counts(t))
     }  # fmt: skip
     return [i for i in indices if i not in have]
@@ -179,10 +183,10 @@ class VariantPacks(PackSearch):
         self.entries = entries
 
     def joins(self, first: dict[str, Any]) -> bool:
-        waiting = self._ot_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        waiting = self.ledger.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not waiting:
             return True  # nothing waits: the search says what comes next
-        index = _index(waiting[0])  # Optuna runs enqueued trials in order
+        index = planned(waiting[0], CONFIRM_INDEX)  # Optuna runs enqueued trials in order
         return index is not None and (
             self.entries[index][CONFIRMS]["run_id"] == first[CONFIRMS]["run_id"]
         )
@@ -203,7 +207,7 @@ def make_confirm_search(
         storage=storage_url, study_name=name, directions=directions, load_if_exists=True
     )
     for i in missing(ledger, looks.indices(0)):
-        ledger.enqueue_trial({CONFIRM_INDEX: i})
+        enqueue(ledger, {CONFIRM_INDEX: i})
     sampler = optuna.samplers.RandomSampler(seed=0)  # never consulted: every entry is fixed
     return make_search(
         study, storage_url, name, space=PlanSpace(entries), sampler=sampler,

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from vaestudy.config.dotted import unprefixed
 from vaestudy.errors import UserError
-from vaestudy.study.search import ENDED, TUNE_ID, TrialTeller, counts, tell
+from vaestudy.study.search import ENDED, TUNE_ID, TrialTeller, counts, live_trial, tell
 from vaestudy.study.spec import Study
 from vaestudy.tracking.runs import ended, find_trial_run, retire_attempt
 from vaestudy.tracking.stores import lacks_password, optuna_storage_url, redacted
@@ -32,9 +32,10 @@ class Ledger:
     name: str
     storage: str
 
-    def load(self) -> optuna.Study | None:
+    def load(self, storage: optuna.storages.BaseStorage | None = None) -> optuna.Study | None:
+        """The Optuna study (None if it does not exist yet), through `storage` if given."""
         try:
-            return optuna.load_study(study_name=self.name, storage=self.storage)
+            return optuna.load_study(study_name=self.name, storage=storage or self.storage)
         except KeyError:
             return None
 
@@ -84,15 +85,15 @@ def settle_orphaned_trials(
     ended run) are closed as FAILED without `vaestudy_ended`, so they do not count and the
     study runs that many trials again; their partial MLflow runs end KILLED with
     `vaestudy.interrupted` (not failures: the report leaves them out of its counts)."""
-    ot = ledger.load()
+    storage = optuna.storages.RDBStorage(ledger.storage)
+    ot = ledger.load(storage)
     if ot is None:
         return
     teller = TrialTeller.for_study(study)
     for frozen in ot.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         tune_id = frozen.user_attrs.get(TUNE_ID)
         run = find_trial_run(client, experiment, parent_id, tune_id) if tune_id else None
-        # FrozenTrial keeps the storage id private (optuna pinned < 6)
-        trial = optuna.Trial(ot, frozen._trial_id)
+        trial = live_trial(ot, storage, frozen.number)
         if run is not None and ended(run):
             trial.set_user_attr(ENDED, True)
             val = None if run.info.status == "FAILED" else unprefixed(run.data.metrics, "val/")

@@ -55,7 +55,9 @@ def conclude(study: Study, session: Session, tuned: Tuned) -> StudyOutcome:
     if server_watch.lost():
         raise server_watch.TrackingLost
     client, parent_id = session.client, tuned.parent_run_id
-    orphans = close_orphans(client, tuned.experiment_id, parent_id, tuned.ended_cleanly)
+    orphans = close_orphans(
+        client, tuned.experiment_id, parent_id, tuned.ended_cleanly, tuned.stopped
+    )
     finished, failed, causes = _count_children(client, tuned.experiment_id, parent_id)
     report = None
     if finished or failed:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 DIVERGED = "vaestudy/diverged"  # in a trial's final report only: 1 diverged, 0 reached its end
 SATURATED = "vaestudy/saturated"  # in a trial's final report: saturated multipliers, comma-joined
+PROGRESS = "vaestudy/progress"  # in every report: the fraction of the training steps done
 
 
 def member_key(trial_id: str, index: int) -> str:

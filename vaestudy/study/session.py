@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vaestudy.study.spec import Study
-from vaestudy.tracking.run_reader import ClientReader, RunReader, SqliteReader
-from vaestudy.tracking.stores import sqlite_file, store_uri, tracking_session, tune_storage_uri
+from vaestudy.tracking.run_reader import ClientReader, RunReader, local_reader
+from vaestudy.tracking.stores import store_uri, tracking_session, tune_storage_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -73,8 +73,7 @@ def open_session(
 
                 check_cluster(study, address)
                 client = MlflowClient(uri)
-                local = sqlite_file(store_uri(tracking_uri))
-                reader = SqliteReader(local) if local is not None else ClientReader(client)
+                reader = local_reader(store_uri(tracking_uri)) or ClientReader(client)
                 yield Session(uri, client, reader, address, tune_storage_uri(storage_path))
             finally:
                 if owns_ray:  # Ray stops while the tracking server stops

@@ -6,7 +6,7 @@
       mode: min
       num_trials: 40
       max_concurrent: 4
-      sampler: {kind: tpe, seed: 0}  # tpe | random | cmaes | nsga2 | grid
+      sampler: {kind: tpe, seed: 0}  # tpe | gp | random | cmaes | nsga2 | grid
       resources: {cpu: 1, gpu: 0.25} # gpu: fraction of one GPU per trial
       scheduler: {kind: asha, grace_period: 2, reduction_factor: 2}   # optional
       max_failures: 2                # Ray Tune retries of a crashed trial
@@ -177,12 +177,13 @@ def variant_param(key: str, label: str) -> str:
 
 
 class SamplerSpec(_Spec):
-    kind: Literal["tpe", "random", "cmaes", "nsga2", "grid"] = "tpe"
+    kind: Literal["tpe", "gp", "random", "cmaes", "nsga2", "grid"] = "tpe"
     seed: int = 0
     startup_trials: int | None = Field(
         None,
         ge=0,
-        description="tpe/cmaes: random trials before the model (Optuna's defaults: 10, 1)",
+        description="tpe/gp/cmaes: random trials before the model (default: scaled to the "
+        "budget, per variant with budget_per_variant: vaestudy.study.search.startup_trials)",
     )
 
 
@@ -190,6 +191,18 @@ class SchedulerSpec(_Spec):
     kind: Literal["asha"] = "asha"
     grace_period: int = Field(1, gt=0, description="evaluations before a trial can be stopped")
     reduction_factor: float = Field(2.0, gt=1)
+
+
+class HopelessSpec(_Spec):
+    """Stop search trials that cannot become feasible (`vaestudy.study.hopeless`: a margin on
+    validation larger than any ended trial of the study recovered in the training left)."""
+
+    after: float = Field(
+        0.5, ge=0, lt=1, description="least fraction of its training before a trial is stopped"
+    )
+    min_ended: int = Field(
+        8, ge=1, description="ended trials whose recoveries are seen before anything is stopped"
+    )
 
 
 class Resources(_Spec):
@@ -256,6 +269,9 @@ class StudySpec(_Spec):
     sampler: SamplerSpec = SamplerSpec()
     resources: Resources = Resources()
     scheduler: SchedulerSpec | None = None
+    stop_hopeless: HopelessSpec | None = Field(
+        None, description="stop trials whose constraints are out of reach ({} for the defaults)"
+    )
     max_failures: int = Field(2, ge=0)
     search: dict[str, Any] = Field(default_factory=dict)
     constraints: list[Yardstick] = Field(default_factory=list)
@@ -325,14 +341,14 @@ class StudySpec(_Spec):
         if len(metrics) > 1 and self.scheduler is not None:
             raise ValueError("a scheduler needs a single metric (multi-objective has none)")
         if len(metrics) > 1 and self.sampler.kind in ("cmaes",):
-            raise ValueError("sampler cmaes is single-objective; use nsga2 or tpe")
+            raise ValueError("sampler cmaes is single-objective; use nsga2, tpe or gp")
         if self.pack > 1 and self.scheduler is not None:
             raise ValueError("pack > 1 trains trials together; a scheduler stops single trials")
         if self.budget_per_variant and self.sampler.kind == "grid":
             raise ValueError(
                 "budget_per_variant assigns each trial its variant, but the grid sampler "
                 "enumerates every combination itself (each variant equally often): use a "
-                "sampler that searches (tpe, random, cmaes, nsga2), or drop budget_per_variant"
+                "sampler that searches (tpe, gp, random, cmaes, nsga2), or drop budget_per_variant"
             )
         if self.search_constraints == "yardstick" and not self.constraints:
             raise ValueError("search_constraints: yardstick needs a `constraints` list")

@@ -41,9 +41,15 @@ import torch
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from vaestudy.config.dotted import flatten, unprefixed
+from vaestudy.config.dotted import unprefixed
 from vaestudy.config.run import RunConfig
-from vaestudy.study.report_keys import DIVERGED, SATURATED, member_key, member_prefix
+from vaestudy.study.report_keys import (
+    DIVERGED,
+    PROGRESS,
+    SATURATED,
+    member_key,
+    member_prefix,
+)
 from vaestudy.study.spec import CONFIRMS, Study, trial_label
 from vaestudy.study.trainables import TrialContext
 from vaestudy.tracking.runs import TrialRun, error_reason
@@ -103,13 +109,17 @@ def errors_recorded(runs: Sequence[TrialRun]) -> Iterator[None]:
 TAG_RESTORED = "vaestudy.restored_from_step"  # set when a retry resumed from a checkpoint
 
 
-def _tune_metrics(study: Study, val: dict[str, float], row: dict[str, float]) -> dict[str, Any]:
-    """Validation and train metrics for Tune (never test metrics: Tune's searcher and scheduler
-    steer). Evaluations during training are quick (no IWAE, active units or probe: the
-    scheduler's metric never needs them, `spec.py` checks); a study metric they lack is reported
-    as ±WORST, which Tune requires and the search does not pass on."""
+def tune_metrics(
+    study: Study, val: dict[str, float], row: dict[str, float], progress: float = 1.0
+) -> dict[str, Any]:
+    """Validation and train metrics for Tune (never test metrics: Tune's searcher, scheduler and
+    stopper steer), and `progress`, the fraction of the training steps done. Evaluations during
+    training are quick (no IWAE, active units or probe: the scheduler's metric never needs them,
+    `spec.py` checks); a study metric they lack is reported as ±WORST, which Tune requires and
+    the search does not pass on."""
     out: dict[str, Any] = {f"val/{k}": v for k, v in val.items()}
     out.update({f"train/{k}": v for k, v in row.items()})
+    out[PROGRESS] = progress
     for metric, mode in zip(study.spec.metrics, study.spec.modes, strict=True):
         out.setdefault(metric, WORST if mode == "min" else -WORST)
     return out
@@ -142,7 +152,7 @@ def _open_run(
         attempts = sum(k.startswith(TAG_ATTEMPT) for k in client.get_run(run.run_id).data.tags)
         run.set_tags({f"{TAG_ATTEMPT}{attempts + 1}": f"{tags[TAG_NODE]}, {tags[TAG_PROCESS]}"})
         config = cfg.model_dump(mode="json")
-        run.log_config(config, flatten(config))
+        run.log_config(config)
     return run, cfg
 
 
@@ -164,7 +174,7 @@ def _closed_report(study: Study, run: TrialRun) -> dict[str, Any]:
     ended after its last saved experiment state: it is not trained again)."""
     assert run.closed is not None
     val = unprefixed(run.closed.data.metrics, "val/")
-    return _tune_metrics(study, val, {}) | {
+    return tune_metrics(study, val, {}) | {
         DIVERGED: int(run.closed.info.status == "FAILED"),
         SATURATED: run.closed.data.tags.get(TAG_SATURATED, ""),
     }
@@ -191,7 +201,8 @@ SEND_EVERY_S = 2.0  # without a scheduler: least seconds between a trial's sends
 
 class Reporter:
     """Sends a trial's held-out metrics at its evaluations: the points its `runs` queued to
-    MLflow, and the metrics to Tune. At every evaluation when a scheduler reads them; else at
+    MLflow, and the metrics to Tune. At every evaluation when a scheduler or the hopeless
+    stopper reads them; else at
     most every `SEND_EVERY_S` (each send is a request per run to the tracking server, which
     shares the trials' cores; the points wait queued for the next send or the trial's end).
     With a Tune checkpoint when `study.checkpoint_interval_s` has passed since the last one
@@ -200,7 +211,8 @@ class Reporter:
 
     def __init__(self, study: Study, runs: list[TrialRun]) -> None:
         self.interval = study.spec.checkpoint_interval_s
-        self.every = 0.0 if study.spec.scheduler is not None else SEND_EVERY_S
+        steered = study.spec.scheduler is not None or study.spec.stop_hopeless is not None
+        self.every = 0.0 if steered else SEND_EVERY_S
         self.runs = runs
         self.last: float | None = None  # the last checkpoint
         self.sent: float | None = None  # the last send
@@ -229,9 +241,9 @@ def final_report(study: Study, result: TrainResult | None) -> dict[str, Any]:
     validation metrics, `vaestudy/diverged` and `vaestudy/saturated`. `result` None: it
     diverged."""
     if result is None:
-        return _tune_metrics(study, {}, {}) | {DIVERGED: 1}
+        return tune_metrics(study, {}, {}) | {DIVERGED: 1}
     row = result.history[-1] if result.history else {}
-    return _tune_metrics(study, result.val, row) | {
+    return tune_metrics(study, result.val, row) | {
         DIVERGED: 0,
         SATURATED: ",".join(result.saturated),
     }
@@ -324,7 +336,8 @@ def _train(study: Study, cfg: RunConfig, run: TrialRun) -> None:
         if policy.retries:
             last_good = trainer.save_bytes()
         state = (lambda: last_good) if policy.retries else trainer.save_bytes
-        report(_tune_metrics(study, quick, trainer.history[-1]), state)
+        progress = trainer.step / trainer.total_steps
+        report(tune_metrics(study, quick, trainer.history[-1], progress), state)
 
     restarts = 0
     while True:
@@ -398,8 +411,9 @@ def _train_pack(
     def on_eval(step: int, quick: dict[str, float]) -> None:
         for i, run in enumerate(runs):
             run.add_metrics(member_view(quick, i), step, "val/")
+        progress = trainer.step / trainer.total_steps
         reports = [
-            _tune_metrics(study, member_view(quick, i), member.history[-1])
+            tune_metrics(study, member_view(quick, i), member.history[-1], progress)
             | {DIVERGED: int(i in trainer.diverged)}
             for i, member in enumerate(trainer.members)
         ]

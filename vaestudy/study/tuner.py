@@ -35,6 +35,7 @@ from vaestudy.study import confirm, interrupts
 from vaestudy.study.cluster import check_nodes_reach
 from vaestudy.study.console import StudyProgress, mark, tune_callback
 from vaestudy.study.description import study_note
+from vaestudy.study.hopeless import HopelessStopper
 from vaestudy.study.ledger import Ledger, resumed_ledger, settle_orphaned_trials
 from vaestudy.study.resume import remembered
 from vaestudy.study.search import StudySearch, make_search
@@ -70,6 +71,7 @@ class Tuned:
     ledger: Ledger  # the search's
     interrupted: bool  # trials are left that did not error in this session
     ended_cleanly: set[str]  # Tune trial ids that ended without error
+    stopped: dict[str, str]  # trial ids (pack members': theirs) stopped as hopeless -> why
 
 
 def tune_study(
@@ -120,6 +122,7 @@ def tune_study(
     ctx = TrialContext(study, session.uri, experiment, parent_id)
     trainable = _trainable(study, ctx, study.spec.pack)
     grids: list[tune.ResultGrid] = []
+    stopper = HopelessStopper(study) if study.spec.stop_hopeless is not None else None
     uncounted = ledger.uncounted_failures()
     try:
         if resume:  # trials that ended after the killed driver's last word to Optuna
@@ -135,9 +138,10 @@ def tune_study(
         budget = study.spec.num_trials
         if ledger.remaining(budget) > 0:
             tag_run(client, parent_id, {TAG_TUNE_PATH: tune_path})
-            search = make_search(study, ledger.storage, ledger.name)
+            stopped = stopper.stopped if stopper else None
+            search = make_search(study, ledger.storage, ledger.name, stopped=stopped)
             tuner = _new_tuner(study, trainable, search, ledger.remaining(budget), tune_path,
-                               progress)  # fmt: skip
+                               progress, stopper=stopper)  # fmt: skip
             grids.append(_fit(tuner))
         # Trials that errored in this session do not count; what else is left was never run.
         errored_now = ledger.uncounted_failures() - uncounted
@@ -150,7 +154,8 @@ def tune_study(
         interrupted = True  # Tune saved its state; --resume continues
     mark("trials")
     ended_cleanly = {r.metrics["trial_id"] for g in grids for r in g if _clean(r)}
-    return Tuned(parent_id, ledger.name, experiment, ledger, interrupted, ended_cleanly)
+    stopped = stopper.stopped if stopper else {}
+    return Tuned(parent_id, ledger.name, experiment, ledger, interrupted, ended_cleanly, stopped)
 
 
 def _absolute_data_root(study: Study) -> None:
@@ -252,6 +257,7 @@ def _new_tuner(
     tune_path: str,
     progress: StudyProgress | None = None,
     scheduler: bool = True,
+    stopper: HopelessStopper | None = None,
 ) -> tune.Tuner:
     spec = study.spec
     asha = None
@@ -276,6 +282,7 @@ def _new_tuner(
             name=uri_parent(tune_path)[1],
             storage_path=uri_parent(tune_path)[0],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            stop=stopper,
             **_checkpoint_keeping(study, tune_path),
             callbacks=[tune_callback(progress)] if progress else None,
             verbose=0 if progress else 1,

@@ -89,15 +89,40 @@ class RunReader:
 
 def reader(tracking_uri: str | None = None) -> RunReader:
     """The reader of the tracking store (`vaestudy.tracking.stores.readable_store`: a missing local
-    store or an unreachable server is a clear `UserError`): SQL for a local SQLite file, else
-    MLflow's client."""
+    store or an unreachable server is a clear `UserError`): SQL for a local SQLite file whose
+    schema the SQL reader knows (`local_reader`), else MLflow's client."""
     backend = readable_store(tracking_uri)
-    path = sqlite_file(backend)
-    if path is not None:
-        return SqliteReader(path)
+    return local_reader(backend) or _client_reader(backend)
+
+
+def _client_reader(backend: str) -> ClientReader:
     from mlflow.tracking import MlflowClient
 
     return ClientReader(MlflowClient(backend))
+
+
+# The MLflow store schemas (alembic revisions) the SQL reader was tested with: MLflow 3's.
+TESTED_SCHEMAS = ("dc11669786a5",)
+
+
+def schema_revision(path: Path) -> str | None:
+    """The alembic revision of the MLflow store at `path` (None: not an MLflow store yet)."""
+    try:
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as con:
+            rows = con.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error:
+        return None
+    return rows[0][0] if rows else None
+
+
+def local_reader(backend: str) -> SqliteReader | None:
+    """SQL on `backend` when it is a local SQLite store with a schema in `TESTED_SCHEMAS`; None
+    otherwise (a server, another database, or a store another MLflow release made or migrated:
+    MLflow's client reads those, whatever their tables look like)."""
+    path = sqlite_file(backend)
+    if path is None or schema_revision(path) not in TESTED_SCHEMAS:
+        return None
+    return SqliteReader(path)
 
 
 def as_reader(source: RunReader | MlflowClient) -> RunReader:

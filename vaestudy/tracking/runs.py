@@ -29,6 +29,7 @@ from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from vaestudy.config.dotted import flatten
 from vaestudy.tracking.tags import (
     MODEL_TRAINING,
     PARENT,
@@ -40,6 +41,7 @@ from vaestudy.tracking.tags import (
     TAG_STOPPED,
     TAG_STUDY,
     TAG_TRIAL,
+    TAG_VAL_FEASIBLE,
     TRIAL_CONFIG,
 )
 
@@ -262,9 +264,12 @@ class TrialRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         tag_run(self.client, self.run_id, {k: str(v) for k, v in tags.items()})
 
-    def log_config(self, config: dict[str, Any], params: dict[str, Any]) -> None:
+    def log_config(self, config: dict[str, Any]) -> None:
         """The trial's whole config as the artifact `vaestudy best` writes out (`TRIAL_CONFIG`)
-        and as flattened params (`params`: dotted key -> value)."""
+        and as params (dotted key -> value): the keys it has a value for, so the params of a run
+        are what it is (no "None" for what its objective, model or data lack or leave to run
+        time); the variant, phase, seed and confirmation link are its tags."""
+        params = {k: v for k, v in flatten(config).items() if v is not None}
         log_params(self.client, self.run_id, params)
         self.client.log_dict(self.run_id, config, TRIAL_CONFIG)
 
@@ -329,16 +334,28 @@ def retire_attempt(client: MlflowClient, run_id: str) -> None:
 
 
 def close_orphans(
-    client: MlflowClient, experiment: str, parent_run_id: str, ended_cleanly: set[str]
+    client: MlflowClient,
+    experiment: str,
+    parent_run_id: str,
+    ended_cleanly: set[str],
+    hopeless: dict[str, str] | None = None,
 ) -> int:
     """Close child runs left RUNNING after the study: KILLED with `vaestudy.stopped_early` when
-    Tune ended the trial without error (a scheduler stopped it), else FAILED (its attempts
-    errored: the reason the last one recorded, or that its process died, and where)."""
+    Tune ended the trial without error (a scheduler stopped it: `scheduler`; or the hopeless
+    stopper: its reason, from `hopeless`, trial id -> reason, and not selectable), else FAILED
+    (its attempts errored: the reason the last one recorded, or that its process died, and
+    where)."""
+    hopeless = hopeless or {}
     running = search_all(
         client, experiment, f"tags.`{PARENT}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
     )
     for run in running:
-        if run.data.tags.get(TAG_TRIAL) in ended_cleanly:
+        trial = run.data.tags.get(TAG_TRIAL, "")
+        if trial in hopeless:
+            client.set_tag(run.info.run_id, TAG_STOPPED, hopeless[trial])
+            client.set_tag(run.info.run_id, TAG_VAL_FEASIBLE, "false")
+            status = RunStatus.KILLED
+        elif trial in ended_cleanly or trial.rpartition("/")[0] in ended_cleanly:
             client.set_tag(run.info.run_id, TAG_STOPPED, "scheduler")
             status = RunStatus.KILLED
         else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -174,6 +175,16 @@ def ui_url(server: str, experiment_id: str | None = None, run_id: str | None = N
     if experiment_id is not None:
         page += f"/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
     return f"{server.rstrip('/')}/#/{page}?workflowType=machine_learning"
+
+
+def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:
+    """The MLflow UI's compare page of `run_ids` (their params side by side, a parallel
+    coordinates plot, each metric's curves); `server` "" gives the link relative to the UI, as
+    a run's description can hold it."""
+    runs = urllib.parse.quote(json.dumps(run_ids), safe="")
+    experiments = urllib.parse.quote(json.dumps([experiment_id]), safe="")
+    page = f"#/compare-runs?runs={runs}&experiments={experiments}"
+    return f"{server.rstrip('/')}/{page}" if server else page
 
 
 USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"

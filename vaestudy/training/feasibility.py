@@ -28,9 +28,11 @@ neither a plain violation (λ still free to move) nor divergence (a non-finite v
 `train.max_lambda`). A saturated constraint is not satisfied, whatever its final value.
 
 The search sees these as Optuna constraint values (<= 0 means satisfied; Optuna 5's named
-constraints, `Trial.set_constraint`): `own:<name>` = value − target, `saturated` = the number of
-saturated multipliers, `yardstick:<metric><op><bound>` = the rule's violation, and `diverged`
-(= WORST) for a trial that diverged. `study.search_constraints` picks which of them the search sees.
+constraints, `Trial.set_constraint`), the same keys for every trial of a study (Optuna's GP models
+each key across all trials): `own` = the largest of the trial's own value − target (0 for an
+objective without constraints of its own), `saturated` = the number of saturated multipliers,
+`yardstick:<metric><op><bound>` = each rule's violation; a trial that diverged has every key at
+WORST. `study.search_constraints` picks which of them the search sees.
 
 Pure Python: no torch, Ray, MLflow or Optuna here.
 """
@@ -179,19 +181,20 @@ def search_constraints(
     saturated_names: Iterable[str] = (),
 ) -> dict[str, float]:
     """The Optuna constraint values (<= 0: satisfied) of a trial that ended with validation
-    metrics `val` (keys without `val/`; None for a diverged trial), for the constraints `scope`
-    shows the search. A diverged trial gets `diverged` = WORST; a yardstick metric it lacks,
+    metrics `val` (keys without `val/`; None for a diverged trial: every key WORST), for the
+    constraints `scope` shows the search (see the module doc). A yardstick metric it lacks:
     WORST."""
-    if scope == "none":
-        return {}
-    if val is None:
-        return {"diverged": WORST}
-    out: dict[str, float] = {}
+    keys = []
     if scope in ("both", "own"):
-        out |= {f"own:{name}": v for name, v in own_violations(val).items()}
-        out["saturated"] = float(len(list(saturated_names)))
+        keys += ["own", "saturated"]
     if scope in ("both", "yardstick"):
-        for rule in rules:
-            violation = rule.violation(val.get(rule.metric))
-            out[f"yardstick:{rule.label}"] = min(violation, WORST)
+        keys += [f"yardstick:{rule.label}" for rule in rules]
+    if val is None:
+        return dict.fromkeys(keys, WORST)
+    out: dict[str, float] = {}
+    if "own" in keys:
+        out["own"] = max(own_violations(val).values(), default=0.0)
+        out["saturated"] = float(len(list(saturated_names)))
+    for rule in rules if scope in ("both", "yardstick") else ():
+        out[f"yardstick:{rule.label}"] = min(rule.violation(val.get(rule.metric)), WORST)
     return out
