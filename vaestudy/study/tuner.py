@@ -3,7 +3,9 @@ and its confirmation phase.
 
 `tune_study` opens the study's MLflow parent run (or reopens the newest one to resume it), then
 runs a Ray Tune `Tuner` with `StudySearch` (Optuna, persisted in its storage: the run's ledger,
-`vaestudy.study.ledger`) over `run_trial` (or, with `study.pack`, `run_pack`) in each worker,
+`vaestudy.study.ledger`) and, with `study.stop_hopeless`, the `HopelessStopper` (a restored
+experiment keeps the stopper it was started with) over `run_trial` (or, with `study.pack`,
+`run_pack`) in each worker,
 then the confirmation runs (`vaestudy.study.confirm`). It returns what the outcome stage counts
 (`Tuned`); Ctrl-C and stop signals end it early with its state saved.
 
