@@ -658,12 +658,18 @@ def _versus(pair_table: pd.DataFrame, above: str, variant: str) -> str:
     return ci_text(-row["diff mean"], -row["diff high"], -row["diff low"])
 
 
+def _test_split_shout(report: Report) -> str:
+    """What the one-line answer and the printed table start with when selection read the test
+    split."""
+    return "SELECTION USED THE TEST SPLIT (data.validation: 0); " if report.selects_on_test else ""
+
+
 def answer(report: Report) -> str:
     """The study's answer in one line: with confirmation, per variant its rank from paired
     differences, the confirmed mean, its verdict on its constraints and its rate of runs feasible
     on test with its interval; without, the search's feasible counts and the trial selected on
     validation."""
-    warn = "SELECTION USED THE TEST SPLIT (data.validation: 0); " if report.selects_on_test else ""
+    warn = _test_split_shout(report)
     c = report.confirmation
     if c is not None and len(c):
         mean = f"{report.test_metric} mean"
@@ -701,7 +707,7 @@ def deciding_runs(report: Report) -> list[str]:
 
 def answer_heading(report: Report) -> str:
     """The line above `answer_table`: what its rows are."""
-    warn = "SELECTION USED THE TEST SPLIT (data.validation: 0); " if report.selects_on_test else ""
+    warn = _test_split_shout(report)
     c = report.confirmation
     if c is not None and len(c):
         return (
