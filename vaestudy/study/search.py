@@ -285,8 +285,8 @@ def tell(study: optuna.Study, trial: optuna.Trial, values: Any = None, **kwargs:
 
 def final_outcome(result: dict[str, Any]) -> tuple[dict[str, float] | None, list[str]]:
     """(validation metrics or None if diverged, saturated multipliers) from a trial's final
-    report."""
-    val = None if result[DIVERGED] else unprefixed(result, "val/")
+    report, or from the last evaluation's report of a trial stopped before its end."""
+    val = None if result.get(DIVERGED) else unprefixed(result, "val/")
     return val, split_names(result.get(SATURATED))
 
 
@@ -367,8 +367,7 @@ class StudySearch(Searcher):
                 tell(self.ledger, trial, state=TrialState.FAIL)
             elif trial_id in self.stopped:  # hopeless: infeasible, from its last evaluation
                 trial.set_user_attr(ENDED, True)
-                val, saturated = unprefixed(result, "val/"), split_names(result.get(SATURATED))
-                self.teller.tell(self.ledger, trial, val, saturated, self.stopped[trial_id])
+                self.teller.tell(self.ledger, trial, *final_outcome(result), self.stopped[trial_id])
             else:  # another scheduler stopped it: a result (it counts)
                 trial.set_user_attr(ENDED, True)
                 tell(self.ledger, trial, state=TrialState.PRUNED)

@@ -125,6 +125,7 @@ def tune_study(
     trainable = _trainable(study, ctx, study.spec.pack)
     grids: list[tune.ResultGrid] = []
     stopper = HopelessStopper(study) if study.spec.stop_hopeless is not None else None
+    hopeless = stopper.stopped if stopper else {}  # trial id -> why the stopper stopped it
     uncounted = ledger.uncounted_failures()
     try:
         if resume:  # trials that ended after the killed driver's last word to Optuna
@@ -140,8 +141,7 @@ def tune_study(
         budget = study.spec.num_trials
         if ledger.remaining(budget) > 0:
             tag_run(client, parent_id, {TAG_TUNE_PATH: tune_path})
-            stopped = stopper.stopped if stopper else None
-            search = make_search(study, ledger.storage, ledger.name, stopped=stopped)
+            search = make_search(study, ledger.storage, ledger.name, stopped=hopeless)
             tuner = _new_tuner(study, trainable, search, ledger.remaining(budget), tune_path,
                                progress, stopper=stopper)  # fmt: skip
             grids.append(_fit(tuner))
@@ -156,8 +156,7 @@ def tune_study(
         interrupted = True  # Tune saved its state; --resume continues
     mark("trials")
     ended_cleanly = {r.metrics["trial_id"] for g in grids for r in g if _clean(r)}
-    stopped = stopper.stopped if stopper else {}
-    return Tuned(parent_id, ledger.name, experiment, ledger, interrupted, ended_cleanly, stopped)
+    return Tuned(parent_id, ledger.name, experiment, ledger, interrupted, ended_cleanly, hopeless)
 
 
 def _absolute_data_root(study: Study) -> None:
