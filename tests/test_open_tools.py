@@ -91,7 +91,7 @@ def test_the_local_store_opens_in_mlflows_client_without_a_server(local_runs, tm
     assert "Optuna study `geco`" in note and "yardstick `recon<=1000`" in note
     answer = parent.data.tags["vaestudy.answer"]
     assert answer.startswith("feasible trials per variant: geco 2/2")
-    head = f"**Answer:** {answer}\n\n[Compare the runs that decided it](#/compare-runs?runs="
+    head = f"**Answer:** {answer}\n\n[Compare the runs that decided it](#/experiments/"
     assert note.startswith(head)  # before "Show more"
     assert "\n\n**Study `geco`**" in note.split("## Per variant")[0]
     assert "| geco " in note.split("## Per variant")[1]  # the per-variant table below

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from vaestudy.cli import main
 from vaestudy.errors import UserError
+from vaestudy.report.comparison import share_comparison
 from vaestudy.report.files import rate_distortion_figure, trajectory_runs, write_report
 from vaestudy.report.tables import (
     WITHIN_NOISE,
@@ -26,6 +27,7 @@ from vaestudy.report.tables import (
     margin_table,
     read_history,
     seed_noise,
+    view_key,
     within_noise,
 )
 from vaestudy.tracking.run_reader import (
@@ -33,11 +35,11 @@ from vaestudy.tracking.run_reader import (
     ClientReader,
     RunRecord,
     SqliteReader,
+    as_reader,
     local_reader,
     reader,
     schema_revision,
 )
-from vaestudy.tracking.stores import compare_url
 from vaestudy.tracking.tags import (
     CONFIRM,
     PARENT,
@@ -52,6 +54,7 @@ from vaestudy.tracking.tags import (
     TAG_STUDY,
     TAG_VARIANT,
 )
+from vaestudy.tracking.ui_views import VIEW_TAG_PREFIX, decode, view_url
 from vaestudy.training.plots import trajectory_figure
 
 # GECO trial whose training constraint holds only in its last two points (steps 90, 100).
@@ -279,8 +282,21 @@ def test_the_parent_run_carries_the_answer(known_study):
     assert "selected: lin (val/iwae_nll 97, test/iwae_nll 97)" in tags["vaestudy.answer"]
     chosen = deciding_runs(report)  # no confirmation: each variant's selected trial
     assert lin in chosen and len(chosen) == 4  # every variant but lagvae: its one trial failed
-    link = compare_url("", report.experiment_id, chosen)
+    link = view_url("", report.experiment_id, view_key(report))  # opens the saved view
     assert tags["mlflow.note.content"].count(link) == 1
+    assert share_comparison(as_reader(known_study), known_study, report) == view_key(report)
+    saved = known_study.get_experiment(report.experiment_id).tags
+    state = decode(saved[VIEW_TAG_PREFIX + view_key(report)])
+    assert state["searchFilter"] == f"attributes.run_id IN ({', '.join(repr(r) for r in chosen)})"
+    charts = state["compareRunCharts"]
+    axes = [c["selectedMetrics"] for c in charts if c["type"] == "PARALLEL"]
+    assert axes == [  # every variant: the yardstick, the metric; geco's: its own target and value
+        ["test/recon", "test/iwae_nll"],
+        ["test/target/recon", "test/constraint/recon", "test/recon", "test/iwae_nll"],
+    ]
+    lines = [c["selectedMetricKeys"] for c in charts if c["type"] == "LINE"]
+    assert lines[0] == ["train/constraint/recon", "train/target/recon"]
+    assert ["train/lambda/recon"] in lines and ["val/iwae_nll"] in lines
     log_answer(known_study, report)  # a resumed study ends again: the link is not repeated
     again = known_study.get_run(report.parent_run_id).data.tags["mlflow.note.content"]
     assert again == tags["mlflow.note.content"]

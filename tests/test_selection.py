@@ -17,11 +17,11 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import CLI, TINY, children, sets, write_idx, write_study
 from vaestudy.config.dotted import unprefixed
-from vaestudy.report.tables import build_report, deciding_runs
+from vaestudy.report.tables import build_report, deciding_runs, view_key
 from vaestudy.study.runner import run_study
 from vaestudy.study.spec import load_study
-from vaestudy.tracking.stores import compare_url
 from vaestudy.tracking.tags import TAG_CONFIRMS, TAG_PHASE, TAG_TRIAL
+from vaestudy.tracking.ui_views import VIEW_TAG_PREFIX, decode, view_url
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +169,11 @@ def test_confirmation_races_packed_seeds_and_resumes_mid_race(tmp_path, shared_d
         "Confirmed on test, ranked by" in resumed.stdout and "Constraint margins" in resumed.stdout
     )
     answer = resumed.stdout[resumed.stdout.index("Feasible = ") :]  # the answer, and after it
-    assert max(len(line) for line in answer.splitlines()) <= 120, answer
+    prose = [line for line in answer.splitlines() if " " in line]  # a link alone is not broken
+    assert max(len(line) for line in prose) <= 120, answer
+    view = view_url(server, report.experiment_id, view_key(report))
+    end = " ".join(resumed.stdout.split())  # the final message links the view
+    assert f"the runs that decided it: {view}" in end
     parent = client.get_run(report.parent_run_id)
     assert parent.data.tags["vaestudy.answer"].startswith("confirmed on test")
     # printed once: the table; the one-line answer lives on the parent run, not on the console
@@ -179,15 +183,16 @@ def test_confirmation_races_packed_seeds_and_resumes_mid_race(tmp_path, shared_d
     assert "confirmed/feasible_low/elbo" in parent.data.metrics
     assert "confirmed/margin_high/recon_le_110/elbo" in parent.data.metrics
     assert parent.data.tags["vaestudy.verdict.elbo"] == c.loc["elbo", "constraints"]
-    # From the study to the comparison: the runs that decided it, on MLflow's compare page
+    # From the study to the comparison: the runs that decided it, in a saved view of the UI
     assert sorted(deciding_runs(report)) == sorted(r.info.run_id for r in done)
     experiment = parent.info.experiment_id
-    link = compare_url("", experiment, deciding_runs(report))
+    link = view_url("", experiment, view_key(report))
     assert f"]({link})" in parent.data.tags["mlflow.note.content"]  # the description links it
+    saved = client.get_experiment(experiment).tags[VIEW_TAG_PREFIX + view_key(report)]
+    assert f"'{done[0].info.run_id}'" in decode(saved)["searchFilter"]
     ui = subprocess.run([*CLI, "ui", "confirmed-e2e", "--compare", "--tracking-uri", server],
                         capture_output=True, text=True, timeout=120)  # fmt: skip
     assert ui.returncode == 0, ui.stderr
     assert ui.stdout.strip() == (
-        f"open {compare_url(server, experiment, deciding_runs(report))} in a browser: that "
-        "server is the UI"
+        f"open {view_url(server, experiment, view_key(report))} in a browser: that server is the UI"
     )

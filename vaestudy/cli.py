@@ -197,7 +197,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except server_watch.TrackingLost:
             return _interrupted(resume_command(study))
     mark("stopped")
-    from vaestudy.report.tables import answer_heading, answer_table, margin_table
+    from vaestudy.report.tables import answer_heading, answer_table, margin_table, view_key
+    from vaestudy.tracking.ui_views import view_url
 
     if outcome.report is not None:
         report = outcome.report
@@ -212,6 +213,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(margins.to_markdown(index=False))
         print()
     diverged = outcome.diverged
+    remote = backend.startswith(("http://", "https://"))
     state = "interrupted" if outcome.interrupted else "done"
     end = (
         f"study {study.name!r}, run {outcome.run_name!r} {state}: {outcome.finished} trials "
@@ -220,10 +222,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"tables and figures: vaestudy report {study.name} --run {outcome.run_name}; "
         + (
             f"in the MLflow UI: {ui_url(uri, outcome.experiment_id, outcome.parent_run_id)}"
-            if backend.startswith(("http://", "https://"))
+            if remote
             else f"in the MLflow UI: vaestudy ui {study.name}"
         )
     )
+    if outcome.report is not None:  # the saved view of the runs that decided it
+        compare = view_url(uri, outcome.experiment_id, view_key(outcome.report))
+        local_view = f"vaestudy ui {study.name} --compare"
+        end += f"; the runs that decided it: {compare if remote else local_view}"
     print(_wrapped(end))
     if outcome.interrupted:
         return _interrupted(resume_command(study))
@@ -392,22 +398,26 @@ def _cmd_best(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     import signal
 
-    from vaestudy.tracking.stores import compare_url, serve, store_uri, ui_url
+    from vaestudy.tracking.stores import serve, store_uri, ui_url
 
     backend = store_uri(args.tracking_uri)
     page: Callable[[str], str] = ui_url  # the UI's home page
     if args.compare and not args.study:
         raise UserError("vaestudy ui --compare needs a study: vaestudy ui STUDY --compare")
-    if args.study:  # its runs table, or the compare page of the runs that decided its answer
-        from vaestudy.report.tables import build_report, deciding_runs, find_parent
+    if args.study:  # its runs table, or the saved view of the runs that decided its answer
+        from vaestudy.report.tables import build_report, find_parent
         from vaestudy.tracking.run_reader import reader
 
         store, name = reader(args.tracking_uri), _study_name(args.study)
         experiment = find_parent(store, name, args.run).experiment_id
         page = functools.partial(ui_url, experiment_id=experiment)
-        if args.compare:
-            runs = deciding_runs(build_report(store, name, args.run))
-            page = functools.partial(compare_url, experiment_id=experiment, run_ids=runs)
+        if args.compare:  # saved again: a study that ended before there were views gets one
+            from vaestudy.report.comparison import share_comparison
+            from vaestudy.tracking.ui_views import view_url
+
+            report = build_report(store, name, args.run)
+            key = share_comparison(store, store.mlflow_client(), report)
+            page = functools.partial(view_url, experiment_id=experiment, key=key)
     if backend.startswith(("http://", "https://")):
         print(f"open {page(backend)} in a browser: that server is the UI")
         return EXIT_OK
@@ -519,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument(
         "--compare",
         action="store_true",
-        help="the URL of MLflow's compare page of the runs that decided the study's answer",
+        help="the URL of the saved view (charts) of the runs that decided the study's answer",
     )
     ui.add_argument("--run", help="the study run (default: the newest): its name, id or prefix")
     ui.add_argument("--tracking-uri")

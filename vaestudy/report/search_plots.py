@@ -30,8 +30,8 @@ from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
 
 from vaestudy.tracking.stores import (  # noqa: E402
     OPTUNA_STORAGE_ENV,
-    default_store,
     lacks_password,
+    local_optuna_storage,
     redacted,
     sqlite_file,
 )
@@ -43,7 +43,7 @@ def load_search(name: str, storage: str) -> tuple[optuna.Study | None, str]:
     if not name:
         return None, "Optuna figures: the study run does not record its Optuna study"
     # Runs from before the storage was recorded used the local default.
-    storage = storage or f"sqlite:///{(default_store() / 'optuna.db').resolve()}"
+    storage = storage or local_optuna_storage()
     if lacks_password(storage):  # recorded without its password
         given = os.environ.get(OPTUNA_STORAGE_ENV, "")
         if redacted(given) != storage:

@@ -51,7 +51,6 @@ from vaestudy.report.verdicts import (
     variant_verdicts,
 )
 from vaestudy.tracking.run_reader import History, RunReader, RunRecord, as_reader
-from vaestudy.tracking.stores import compare_url
 from vaestudy.tracking.tags import (
     CONFIRM,
     SEARCH,
@@ -69,6 +68,7 @@ from vaestudy.tracking.tags import (
     TAG_STOPPED,
     TAG_VARIANT,
 )
+from vaestudy.tracking.ui_views import view_url
 from vaestudy.training.feasibility import (
     TAIL,
     Yardstick,
@@ -89,7 +89,7 @@ TAG_ANSWER = "vaestudy.answer"  # parent run: the answer in one line
 TAG_VERDICT = "vaestudy.verdict"  # parent run, `.<variant>`: the verdict on its constraints
 TAG_RANK = "vaestudy.rank"  # parent run, `.<variant>`: its rank from paired differences
 ANSWER_PREFIX = "**Answer:** "  # the parent run's description starts with the answer
-COMPARE_LINK = "Compare the runs that decided it"  # then links MLflow's compare page of them
+COMPARE_LINK = "Compare the runs that decided it"  # then links their saved view (comparison.py)
 SUMMARY_HEADING = "## Per variant"  # and ends with the per-variant table
 MAX_TAG_CHARS = 8000  # MLflow's limit on a tag's value (the description is one)
 
@@ -705,6 +705,12 @@ def deciding_runs(report: Report) -> list[str]:
     return [row["run_id"] for row in chosen if row is not None]
 
 
+def view_key(report: Report) -> str:
+    """The key of the saved view of `deciding_runs` (`vaestudy.report.comparison`) that the
+    parent run's description links: the parent run's id (a resumed study's end replaces it)."""
+    return report.parent_run_id
+
+
 def answer_heading(report: Report) -> str:
     """The line above `answer_table`: what its rows are."""
     warn = _test_split_shout(report)
@@ -818,7 +824,7 @@ def _described(note: str, report: Report) -> str:
     table = _md(report.summary if confirmed is None else answer_table(report))
     if confirmed is not None:
         table += f"\n\n{_margins_note(report)}\n\n{_md(margin_table(report))}"
-    compare = compare_url("", report.experiment_id, deciding_runs(report))
+    compare = view_url("", report.experiment_id, view_key(report))
     described = (
         f"{ANSWER_PREFIX}{answer(report)}\n\n[{COMPARE_LINK}]({compare})\n\n{head.rstrip()}\n\n"
         f"{SUMMARY_HEADING}\n\n{report.rules_text()}\n\n{table}\n"

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from mlflow.tracking import MlflowClient
 
+from vaestudy.report.comparison import share_comparison
 from vaestudy.report.tables import Report, build_report, log_answer
 from vaestudy.study import server_watch
 from vaestudy.study.spec import Study
@@ -63,6 +64,7 @@ def conclude(study: Study, session: Session, tuned: Tuned) -> StudyOutcome:
     if finished or failed:
         report = build_report(session.reader, study.name, parent_id)
         log_answer(client, report)
+        share_comparison(session.reader, client, report)
     errored = len(causes)
     status = "KILLED" if tuned.interrupted else "FAILED" if errored else "FINISHED"
     closed = {"vaestudy.orphans_closed": str(orphans)} if orphans else {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import json
 import os
 import signal
 import socket
@@ -61,8 +60,12 @@ def optuna_storage_url(url: str | None = None) -> str:
     """The Optuna storage: `url` (`--optuna-storage`: any Optuna RDB URL, e.g.
     `postgresql://user:password@host/db`), else $VAESTUDY_OPTUNA_STORAGE, else the local file
     beside the local MLflow store, `mlflow/optuna.db`."""
-    url = url or os.environ.get(OPTUNA_STORAGE_ENV)
-    return url or f"sqlite:///{(default_store() / 'optuna.db').resolve()}"
+    return url or os.environ.get(OPTUNA_STORAGE_ENV) or local_optuna_storage()
+
+
+def local_optuna_storage() -> str:
+    """The local Optuna storage, beside the local MLflow store: `mlflow/optuna.db`."""
+    return f"sqlite:///{(default_store() / 'optuna.db').resolve()}"
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -175,16 +178,6 @@ def ui_url(server: str, experiment_id: str | None = None, run_id: str | None = N
     if experiment_id is not None:
         page += f"/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
     return f"{server.rstrip('/')}/#/{page}?workflowType=machine_learning"
-
-
-def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:
-    """The MLflow UI's compare page of `run_ids` (their params side by side, a parallel
-    coordinates plot, each metric's curves); `server` "" gives the link relative to the UI, as
-    a run's description can hold it."""
-    runs = urllib.parse.quote(json.dumps(run_ids), safe="")
-    experiments = urllib.parse.quote(json.dumps([experiment_id]), safe="")
-    page = f"#/compare-runs?runs={runs}&experiments={experiments}"
-    return f"{server.rstrip('/')}/{page}" if server else page
 
 
 USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
