@@ -28,16 +28,15 @@ VIEW = RunsView(
             (
                 Chart(
                     "PARALLEL",
-                    "axes",
                     ("test/target/recon", "test/constraint/recon", "test/iwae_nll"),
                 ),
-                Chart("BAR", "metric", ("test/iwae_nll",)),
+                Chart("BAR", ("test/iwae_nll",)),
             ),
             columns=1,
         ),
         Section(
             "trajectories",
-            (Chart("LINE", "recon", ("train/constraint/recon", "train/target/recon")),),
+            (Chart("LINE", ("train/constraint/recon", "train/target/recon")),),
         ),
     ),
     group_by="vaestudy.variant",

@@ -4,14 +4,17 @@ answer on the parent run and close it.
 Counts: finished, failed (diverged: a result; errored: an infrastructure failure, not one) and
 each errored trial's reason. The answer (`vaestudy.report.tables`: per-variant feasible counts, the
 best feasible trial, the confirmation's verdict) is read back from MLflow and logged on the
-parent run, which ends FINISHED, FAILED (a trial errored) or KILLED (interrupted).
+parent run, which ends FINISHED, FAILED (a trial errored) or KILLED (interrupted); the runs
+that decided it are saved as a view of the experiment page (`vaestudy.report.comparison`).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vaestudy.report.comparison import share_comparison
@@ -64,7 +67,11 @@ def conclude(study: Study, session: Session, tuned: Tuned) -> StudyOutcome:
     if finished or failed:
         report = build_report(session.reader, study.name, parent_id)
         log_answer(client, report)
-        share_comparison(session.reader, client, report)
+        try:  # a view in the UI: nothing of the study's results depends on it
+            share_comparison(session.reader, client, report)
+        except MlflowException as exc:
+            print(f"vaestudy: the UI view of the runs that decided it was not saved ({exc}); "
+                  f"vaestudy ui {study.name} --compare saves it", file=sys.stderr)  # fmt: skip
     errored = len(causes)
     status = "KILLED" if tuned.interrupted else "FAILED" if errored else "FINISHED"
     closed = {"vaestudy.orphans_closed": str(orphans)} if orphans else {}

@@ -8,11 +8,11 @@ state (the runs filter, the grouping, the chart sections and cards) stored as an
 `share_view` writes one, in the envelope the UI writes (`{name, createdAt, updatedAt, state}`,
 the state JSON zlib-compressed and base64-encoded behind `deflate;`), so a study's comparison opens
 in one link with its axes set. That state is the UI's own format, not a documented API:
-`tests/test_ui_views.py` checks the installed MLflow's UI still reads the fields written here,
-and an MLflow the UI of which stops reading them shows its plain runs page and a notice.
+`tests/test_ui_views.py` checks that the installed MLflow's UI still names every field written
+here; a UI that no longer reads them opens its plain runs page with a notice.
 
 `RunsView` says what to show in terms of runs and metric keys; `ui_state` turns it into the UI's
-state; neither imports MLflow (the client is passed in).
+state; nothing here imports MLflow (`share_view` is passed a client).
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ class Chart:
     against the step."""
 
     kind: ChartKind
-    title: str
     metrics: tuple[str, ...]
 
 
@@ -87,10 +86,10 @@ def _uuid(*names: str) -> str:
 
 
 def _card(chart: Chart, section_id: str) -> dict[str, object]:
+    """The UI's card of `chart` (it titles a card by its metrics)."""
     base = {
-        "uuid": _uuid(section_id, chart.title),
+        "uuid": _uuid(section_id, chart.kind, *chart.metrics),
         "type": chart.kind,
-        "displayName": chart.title,
         "metricSectionId": section_id,
         "isGenerated": False,
         "deleted": False,
