@@ -33,6 +33,7 @@ from vaestudy.study.spec import load_study
 from vaestudy.tracking.run_reader import ClientReader, SqliteReader
 from vaestudy.tracking.runs import find_trial_run
 from vaestudy.tracking.stores import free_port
+from vaestudy.tracking.ui_views import VIEW_TAG_PREFIX, decode
 from vaestudy.training.trainer import Trainer
 
 
@@ -69,6 +70,8 @@ def test_the_local_store_opens_in_mlflows_client_without_a_server(local_runs, tm
     client = store_client(local_runs.folder)
     experiment = client.get_experiment_by_name("geco")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # runs table
+    view = decode(experiment.tags[VIEW_TAG_PREFIX + local_runs.first.parent_run_id])
+    assert view["groupBy"]["groupByKeys"][0]["groupByData"] == "vaestudy.variant"
     parent = client.get_run(local_runs.first.parent_run_id)
     assert parent.info.run_name == "geco"
     kids = children(client, parent.info.run_id)
@@ -105,7 +108,10 @@ def test_the_optuna_study_has_the_study_name_and_each_run_its_own(in_project):
     assert in_project.code == 0
     assert "run 'geco-2' of study 'geco'" in in_project.printed  # at the start
     end = " ".join(in_project.printed.strip().split("\n\n")[-1].split())  # the last paragraph
-    assert "Optuna study 'geco-2'" in end  # and at the end
+    assert "Optuna study 'geco-2'" in end  # and at the end, then where the comparison opens
+    assert in_project.printed.rstrip().endswith(
+        "\nthe runs that decided it, side by side:\nvaestudy ui geco --compare"
+    )
     client = store_client(in_project.folder)
     experiment = client.get_experiment_by_name("geco").experiment_id
     for trial in first.trials:  # Optuna's trial number names the trial's MLflow run

@@ -172,8 +172,7 @@ def test_confirmation_races_packed_seeds_and_resumes_mid_race(tmp_path, shared_d
     prose = [line for line in answer.splitlines() if " " in line]  # a link alone is not broken
     assert max(len(line) for line in prose) <= 120, answer
     view = view_url(server, report.experiment_id, view_key(report))
-    end = " ".join(resumed.stdout.split())  # the final message links the view
-    assert f"the runs that decided it: {view}" in end
+    assert f"\nthe runs that decided it, side by side:\n{view}\n" in resumed.stdout  # the end
     parent = client.get_run(report.parent_run_id)
     assert parent.data.tags["vaestudy.answer"].startswith("confirmed on test")
     # printed once: the table; the one-line answer lives on the parent run, not on the console

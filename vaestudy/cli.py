@@ -226,11 +226,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             else f"in the MLflow UI: vaestudy ui {study.name}"
         )
     )
-    if outcome.report is not None:  # the saved view of the runs that decided it
-        compare = view_url(uri, outcome.experiment_id, view_key(outcome.report))
-        local_view = f"vaestudy ui {study.name} --compare"
-        end += f"; the runs that decided it: {compare if remote else local_view}"
     print(_wrapped(end))
+    if outcome.report is not None:  # the saved view of the runs that decided it, unbroken
+        compare = view_url(uri, outcome.experiment_id, view_key(outcome.report))
+        print("the runs that decided it, side by side:")
+        print(compare if remote else f"vaestudy ui {study.name} --compare")
     if outcome.interrupted:
         return _interrupted(resume_command(study))
     if outcome.errored or not (outcome.finished or diverged):
