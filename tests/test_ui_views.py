@@ -8,7 +8,6 @@ from importlib.resources import files
 from vaestudy.tracking.ui_views import (
     DEFLATE,
     SHARE_PARAM,
-    UI_FIELDS,
     VIEW_TAG_PREFIX,
     Chart,
     RunsView,
@@ -79,12 +78,23 @@ def test_the_link_opens_the_saved_view_in_the_charts_mode():
     assert view_url("", "7", "k1").startswith("#/experiments/7/runs?")
 
 
+def _keys(value: object) -> set[str]:
+    """Every key of every dict in `value`."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
 def test_the_installed_mlflow_ui_reads_the_fields_the_view_writes():
     """A canary for an MLflow upgrade: the UI's bundle names the tag prefix, the query parameter,
-    the compression marker, the chart kinds and every state field the view writes."""
+    the compression marker, every field of the state the view writes and the values it sets."""
     bundle = files("mlflow") / "server" / "js" / "build" / "static" / "js"
     text = "".join(p.read_text(errors="replace") for p in bundle.iterdir()
                    if p.name.endswith(".js"))  # fmt: skip
-    needed = [VIEW_TAG_PREFIX, SHARE_PARAM, DEFLATE, "compareRunsMode", *UI_FIELDS]
-    needed += ['PARALLEL="PARALLEL"', 'BAR="BAR"', 'LINE="LINE"', "SHOW_ALL"]
-    assert [n for n in needed if n not in text] == []
+    state = ui_state(VIEW)
+    needed = [VIEW_TAG_PREFIX, SHARE_PARAM, DEFLATE, "compareRunsMode", *sorted(_keys(state))]
+    needed += ['PARALLEL="PARALLEL"', 'BAR="BAR"', 'LINE="LINE"', '"SHOW_ALL"', '"average"',
+               'Tag="tag"']  # fmt: skip
+    assert len(needed) > 30 and [n for n in needed if n not in text] == []

@@ -32,21 +32,6 @@ if TYPE_CHECKING:
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # the UI's experiment tag of a saved view
 SHARE_PARAM = "viewStateShareKey"  # the experiment page's query parameter that opens one
 DEFLATE = "deflate;"  # the UI's marker of a compressed state
-# The fields of the UI's state that `ui_state` writes, as its bundle names them (the test reads
-# them there): the chart sections and cards, the grouping, which runs the charts show.
-UI_FIELDS = (
-    "compareRunCharts",
-    "compareRunSections",
-    "columns",
-    "isAccordionReordered",
-    "groupBy",
-    "groupByKeys",
-    "runsHiddenMode",
-    "selectedMetricKeys",
-    "selectedMetrics",
-    "searchFilter",
-)
-
 ChartKind = Literal["PARALLEL", "BAR", "LINE"]
 
 
