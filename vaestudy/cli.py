@@ -214,6 +214,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print()
     diverged = outcome.diverged
     remote = backend.startswith(("http://", "https://"))
+    ui = f"vaestudy ui {study.name}"  # a local store: its UI on demand
     state = "interrupted" if outcome.interrupted else "done"
     end = (
         f"study {study.name!r}, run {outcome.run_name!r} {state}: {outcome.finished} trials "
@@ -223,14 +224,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         + (
             f"in the MLflow UI: {ui_url(uri, outcome.experiment_id, outcome.parent_run_id)}"
             if remote
-            else f"in the MLflow UI: vaestudy ui {study.name}"
+            else f"in the MLflow UI: {ui}"
         )
     )
     print(_wrapped(end))
     if outcome.report is not None:  # the saved view of the runs that decided it, unbroken
-        compare = view_url(uri, outcome.experiment_id, view_key(outcome.report))
         print("the runs that decided it, side by side:")
-        print(compare if remote else f"vaestudy ui {study.name} --compare")
+        key = view_key(outcome.report)
+        print(view_url(uri, outcome.experiment_id, key) if remote else f"{ui} --compare")
     if outcome.interrupted:
         return _interrupted(resume_command(study))
     if outcome.errored or not (outcome.finished or diverged):
@@ -409,15 +410,16 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         from vaestudy.tracking.run_reader import reader
 
         store, name = reader(args.tracking_uri), _study_name(args.study)
-        experiment = find_parent(store, name, args.run).experiment_id
-        page = functools.partial(ui_url, experiment_id=experiment)
         if args.compare:  # saved again: a study that ended before there were views gets one
             from vaestudy.report.comparison import share_comparison
             from vaestudy.tracking.ui_views import view_url
 
             report = build_report(store, name, args.run)
             key = share_comparison(store, store.mlflow_client(), report)
-            page = functools.partial(view_url, experiment_id=experiment, key=key)
+            page = functools.partial(view_url, experiment_id=report.experiment_id, key=key)
+        else:
+            experiment = find_parent(store, name, args.run).experiment_id
+            page = functools.partial(ui_url, experiment_id=experiment)
     if backend.startswith(("http://", "https://")):
         print(f"open {page(backend)} in a browser: that server is the UI")
         return EXIT_OK
